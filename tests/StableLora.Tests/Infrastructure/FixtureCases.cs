@@ -1,0 +1,27 @@
+using System.Text.Json;
+
+namespace StableLora.Tests.Infrastructure;
+
+/// <summary>The machine-readable description of the fixture's cases (<c>expected/cases.json</c>).</summary>
+internal static class FixtureCases
+{
+    private static readonly Lazy<JsonDocument> Document =
+        new(() => JsonDocument.Parse(File.ReadAllBytes(FixturePaths.Expected("cases.json"))));
+
+    public static JsonElement Root => Document.Value.RootElement;
+
+    public static JsonElement Case(string id) =>
+        Root.GetProperty("cases").EnumerateArray().First(c => c.GetProperty("id").GetString() == id);
+
+    /// <summary>The (abs, rel) tolerance of a case, optionally one named part of it ("grads", "image", ...).</summary>
+    public static Tolerance Tolerance(string id, string? part = null)
+    {
+        var tolerance = Case(id).GetProperty("tolerance");
+        if (part is not null)
+            tolerance = tolerance.GetProperty(part);
+        return new Tolerance(tolerance.GetProperty("abs").GetDouble(), tolerance.GetProperty("rel").GetDouble());
+    }
+}
+
+/// <summary>Pass if |actual - expected| &lt;= Abs + Rel * |expected| elementwise (the fixture's convention).</summary>
+internal readonly record struct Tolerance(double Abs, double Rel);
