@@ -42,3 +42,41 @@ public sealed class ModelConfigException : InvalidModelFileException
     /// <summary>The offending value as written in the config.</summary>
     public string? Value { get; }
 }
+
+/// <summary>
+/// A weights file whose tensors do not match the model built from its config: keys missing from the file, keys the
+/// model does not have, or tensors of the wrong shape. Nothing is copied into the model when this is thrown.
+/// </summary>
+public sealed class StateDictMismatchException : InvalidModelFileException
+{
+    internal StateDictMismatchException(string filePath, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected,
+        IReadOnlyList<string> misshaped, string firstKey)
+        : base(filePath, firstKey, Describe(missing, unexpected, misshaped))
+    {
+        MissingKeys = missing;
+        UnexpectedKeys = unexpected;
+        MisshapedKeys = misshaped;
+    }
+
+    /// <summary>Keys the model needs that the file lacks, each with the shape the model expects.</summary>
+    public IReadOnlyList<string> MissingKeys { get; }
+
+    /// <summary>Keys in the file that the model does not have, each with its shape in the file.</summary>
+    public IReadOnlyList<string> UnexpectedKeys { get; }
+
+    /// <summary>Keys present in both with different shapes, each with both shapes.</summary>
+    public IReadOnlyList<string> MisshapedKeys { get; }
+
+    private static string Describe(IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> misshaped)
+    {
+        const int Shown = 5;
+        var parts = new List<string>();
+        if (misshaped.Count > 0)
+            parts.Add($"{misshaped.Count} with the wrong shape ({string.Join("; ", misshaped.Take(Shown))}{(misshaped.Count > Shown ? "; ..." : "")})");
+        if (missing.Count > 0)
+            parts.Add($"{missing.Count} missing from the file ({string.Join("; ", missing.Take(Shown))}{(missing.Count > Shown ? "; ..." : "")})");
+        if (unexpected.Count > 0)
+            parts.Add($"{unexpected.Count} not in the model ({string.Join("; ", unexpected.Take(Shown))}{(unexpected.Count > Shown ? "; ..." : "")})");
+        return "the weights do not match the model: " + string.Join(", ", parts);
+    }
+}

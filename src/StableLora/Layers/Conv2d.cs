@@ -1,0 +1,42 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace StableLora.Layers;
+
+/// <summary>A 2-D convolution with the parameter names of <c>torch.nn.Conv2d</c>.</summary>
+internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+    private readonly long[] _stride;
+    private readonly long[] _padding;
+
+    public Conv2d(long inChannels, long outChannels, long kernelSize, TensorSpec spec, long stride = 1, long padding = 0, bool hasBias = true)
+        : base(nameof(Conv2d))
+    {
+        InChannels = inChannels;
+        OutChannels = outChannels;
+        KernelSize = kernelSize;
+        _stride = new[] { stride, stride };
+        _padding = new[] { padding, padding };
+        weight = spec.NewParameter(outChannels, inChannels, kernelSize, kernelSize);
+        bias = hasBias ? spec.NewParameter(outChannels) : null;
+        RegisterComponents();
+    }
+
+    public long InChannels { get; }
+
+    public long OutChannels { get; }
+
+    public long KernelSize { get; }
+
+    public Parameter Weight => weight;
+
+    public Parameter? Bias => bias;
+
+    public override Tensor forward(Tensor input) => nn.functional.conv2d(input, weight, bias, _stride, _padding);
+
+    public void Initialize(Generator generator) =>
+        PyTorchInit.KaimingUniformWithBias(weight, bias, InChannels * KernelSize * KernelSize, generator);
+}

@@ -1,0 +1,33 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace StableLora.Layers;
+
+/// <summary>y = x W^T + b, with the parameter names of <c>torch.nn.Linear</c> (<c>weight</c>, <c>bias</c>).</summary>
+internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+
+    public Linear(long inFeatures, long outFeatures, bool hasBias, TensorSpec spec) : base(nameof(Linear))
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        weight = spec.NewParameter(outFeatures, inFeatures);
+        bias = hasBias ? spec.NewParameter(outFeatures) : null;
+        RegisterComponents();
+    }
+
+    public long InFeatures { get; }
+
+    public long OutFeatures { get; }
+
+    public Parameter Weight => weight;
+
+    public Parameter? Bias => bias;
+
+    public override Tensor forward(Tensor input) => nn.functional.linear(input, weight, bias);
+
+    public void Initialize(Generator generator) => PyTorchInit.KaimingUniformWithBias(weight, bias, InFeatures, generator);
+}
