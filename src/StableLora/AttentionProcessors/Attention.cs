@@ -11,21 +11,22 @@ namespace StableLora.AttentionProcessors;
 /// </summary>
 internal sealed class Attention : nn.Module
 {
+    // Field order is state-dict order (diffusers registers group_norm first).
+    private readonly GroupNorm? group_norm;
     private readonly Linear to_q;
     private readonly Linear to_k;
     private readonly Linear to_v;
     private readonly TorchSharp.Modules.ModuleList<Linear> to_out;
-    private readonly GroupNorm? group_norm;
 
     public Attention(AttentionShape shape, TensorSpec spec) : base(nameof(Attention))
     {
         Shape = shape;
         long inner = shape.Heads * shape.HeadDim;
+        group_norm = shape.NormGroups is { } groups ? new GroupNorm(groups, shape.QueryDim, shape.NormEps, spec) : null;
         to_q = new Linear(shape.QueryDim, inner, shape.ProjectionBias, spec);
         to_k = new Linear(shape.ContextDim, inner, shape.ProjectionBias, spec);
         to_v = new Linear(shape.ContextDim, inner, shape.ProjectionBias, spec);
         to_out = new TorchSharp.Modules.ModuleList<Linear>(new Linear(inner, shape.QueryDim, hasBias: true, spec));
-        group_norm = shape.NormGroups is { } groups ? new GroupNorm(groups, shape.QueryDim, shape.NormEps, spec) : null;
         RegisterComponents();
         Processor = SdpaAttnProcessor.Instance;
     }
