@@ -2,42 +2,6 @@ using static TorchSharp.torch;
 
 namespace StableLora.AttentionProcessors;
 
-/// <summary>Which projections of an attention get LoRA layers.</summary>
-[Flags]
-public enum LoraTargets
-{
-    /// <summary>No projection.</summary>
-    None = 0,
-
-    /// <summary>The query projection <c>to_q</c>.</summary>
-    Query = 1,
-
-    /// <summary>The key projection <c>to_k</c>.</summary>
-    Key = 2,
-
-    /// <summary>The value projection <c>to_v</c>.</summary>
-    Value = 4,
-
-    /// <summary>The output projection <c>to_out.0</c>.</summary>
-    Output = 8,
-
-    /// <summary>All four projections, as the seed (diffusers' LoRAAttnProcessor) does.</summary>
-    All = Query | Key | Value | Output,
-}
-
-/// <summary>Which attentions of the UNet get LoRA layers.</summary>
-public enum LoraAttentionKinds
-{
-    /// <summary>Self-attention (<c>attn1</c>) and cross-attention (<c>attn2</c>), as the seed does.</summary>
-    All,
-
-    /// <summary>Only the self-attentions (<c>attn1</c>).</summary>
-    SelfAttentionOnly,
-
-    /// <summary>Only the cross-attentions to the text (<c>attn2</c>).</summary>
-    CrossAttentionOnly,
-}
-
 /// <summary>
 /// One adapter's LoRA layers for one attention, named as diffusers' <c>LoRAAttnProcessor</c> names them
 /// (<c>to_q_lora</c>, <c>to_k_lora</c>, <c>to_v_lora</c>, <c>to_out_lora</c>), so that its state dict under the

@@ -92,15 +92,7 @@ internal sealed class LoraNetwork : IDisposable
     {
         spec ??= new TensorSpec(unet.Spec.Device, ScalarType.Float32);
         var attentions = unet.AttentionModules();
-        var projections = new Dictionary<string, Layers.Linear>(StringComparer.Ordinal);
-        foreach (var (name, attention) in attentions)
-        {
-            string path = name[..^".processor".Length];
-            projections[$"{path}.to_q"] = attention.ToQ;
-            projections[$"{path}.to_k"] = attention.ToK;
-            projections[$"{path}.to_v"] = attention.ToV;
-            projections[$"{path}.to_out.0"] = attention.ToOut;
-        }
+        var projections = ProjectionsOf(unet);
 
         var byModule = new Dictionary<string, LoraModuleWeights>(StringComparer.Ordinal);
         foreach (var module in modules)
@@ -211,6 +203,67 @@ internal sealed class LoraNetwork : IDisposable
             if (processor.Adapters.Count == 0)
                 attention.Processor = SdpaAttnProcessor.Instance;
         }
+    }
+
+    /// <summary>The weight this adapter is fused into a UNet with, or null when it is not fused.</summary>
+    public double? FusedWeight { get; private set; }
+
+    /// <summary>
+    /// Adds weight * (alpha/rank) * up @ down into each adapted projection's weight, so the UNet computes the adapted
+    /// output with no extra work per call. Refuses (and changes nothing) when any delta is not finite.
+    /// </summary>
+    public void Fuse(UNet2DConditionModel unet, double weight = 1.0)
+    {
+        if (FusedWeight is not null)
+            throw new InvalidOperationException("this LoRA is already fused");
+        var targets = ProjectionsOf(unet);
+        using var noGrad = no_grad();
+        foreach (var (modulePath, layer) in Layers())
+        {
+            using var delta = layer.DeltaWeight(weight);
+            if (!delta.isfinite().all().item<bool>())
+                throw new InvalidOperationException($"fusing {modulePath} would write non-finite values into the model; nothing was fused");
+        }
+
+        foreach (var (modulePath, layer) in Layers())
+        {
+            var target = targets[modulePath].Weight;
+            using var delta = layer.DeltaWeight(weight);
+            target.add_(delta.to(target.dtype));
+        }
+
+        FusedWeight = weight;
+    }
+
+    /// <summary>Subtracts what <see cref="Fuse"/> added (the base weights come back within float rounding).</summary>
+    public void Unfuse(UNet2DConditionModel unet)
+    {
+        if (FusedWeight is not { } weight)
+            throw new InvalidOperationException("this LoRA is not fused");
+        var targets = ProjectionsOf(unet);
+        using var noGrad = no_grad();
+        foreach (var (modulePath, layer) in Layers())
+        {
+            var target = targets[modulePath].Weight;
+            using var delta = layer.DeltaWeight(weight);
+            target.sub_(delta.to(target.dtype));
+        }
+
+        FusedWeight = null;
+    }
+
+    private static Dictionary<string, Layers.Linear> ProjectionsOf(UNet2DConditionModel unet)
+    {
+        var projections = new Dictionary<string, Layers.Linear>(StringComparer.Ordinal);
+        foreach (var (name, attention) in unet.AttentionModules())
+        {
+            projections[ModulePathOf(name, "to_q")] = attention.ToQ;
+            projections[ModulePathOf(name, "to_k")] = attention.ToK;
+            projections[ModulePathOf(name, "to_v")] = attention.ToV;
+            projections[ModulePathOf(name, "to_out.0")] = attention.ToOut;
+        }
+
+        return projections;
     }
 
     /// <summary>Puts every layer in training or evaluation mode (dropout).</summary>
