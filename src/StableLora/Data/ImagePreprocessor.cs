@@ -1,0 +1,59 @@
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using static TorchSharp.torch;
+
+namespace StableLora.Data;
+
+/// <summary>How training images become tensors.</summary>
+/// <param name="Size">The square side in pixels.</param>
+/// <param name="RandomCrop">Crop at a random position instead of the centre.</param>
+/// <param name="RandomFlip">Mirror horizontally with probability 1/2.</param>
+internal sealed record PreprocessOptions(int Size, bool RandomCrop = false, bool RandomFlip = false);
+
+/// <summary>
+/// Resizes the shorter side to the target size (bilinear with antialiasing, as torchvision's Resize), crops a square
+/// (centre or random), optionally mirrors, and maps RGB to [-1, 1] as ToTensor + Normalize(0.5, 0.5) do.
+/// </summary>
+internal static class ImagePreprocessor
+{
+    public static Tensor ToTensor(Image<Rgb24> image, PreprocessOptions options, Random random)
+    {
+        int size = options.Size;
+        double scale = (double)size / Math.Min(image.Width, image.Height);
+        int width = Math.Max(size, (int)Math.Round(image.Width * scale));
+        int height = Math.Max(size, (int)Math.Round(image.Height * scale));
+        int left = options.RandomCrop ? random.Next(width - size + 1) : (int)Math.Round((width - size) / 2.0);
+        int top = options.RandomCrop ? random.Next(height - size + 1) : (int)Math.Round((height - size) / 2.0);
+        bool flip = options.RandomFlip && random.Next(2) == 1;
+
+        using var working = image.Clone(x =>
+        {
+            if (width != image.Width || height != image.Height)
+                x.Resize(width, height, KnownResamplers.Triangle);
+            x.Crop(new Rectangle(left, top, size, size));
+            if (flip)
+                x.Flip(FlipMode.Horizontal);
+        });
+
+        var pixels = new byte[3 * size * size];
+        working.ProcessPixelRows(rows =>
+        {
+            int plane = size * size;
+            for (int y = 0; y < size; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < size; x++)
+                {
+                    pixels[y * size + x] = row[x].R;
+                    pixels[plane + y * size + x] = row[x].G;
+                    pixels[2 * plane + y * size + x] = row[x].B;
+                }
+            }
+        });
+
+        using var bytes = tensor(pixels, new long[] { 3, size, size });
+        using var unit = bytes.to(float32).div_(255.0f);
+        return unit.sub(0.5f).div_(0.5f);
+    }
+}

@@ -1,0 +1,57 @@
+namespace StableLora.Data;
+
+/// <summary>
+/// Training images from a folder (the seed's <c>SketchDataset</c>): png, jpg, jpeg, webp, bmp and gif files, sorted by
+/// path so runs are reproducible. Optionally recursive, and optionally with kohya-style captions: a <c>.txt</c> file
+/// of the same name beside an image holds its caption.
+/// </summary>
+public sealed class SketchDataset : IImageDataset
+{
+    private readonly string[] _files;
+    private readonly bool _useCaptionFiles;
+
+    /// <summary>Lists the images of <paramref name="directory"/>.</summary>
+    /// <param name="directory">The image folder.</param>
+    /// <param name="recursive">Also look in sub-folders.</param>
+    /// <param name="useCaptionFiles">Use <c>image.txt</c> beside <c>image.png</c> as that image's caption when present.</param>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="InvalidDataException">The folder holds no image files.</exception>
+    public SketchDataset(string directory, bool recursive = false, bool useCaptionFiles = false)
+    {
+        if (!System.IO.Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"{directory}: the dataset folder does not exist");
+        Directory = Path.GetFullPath(directory);
+        _useCaptionFiles = useCaptionFiles;
+        _files = System.IO.Directory.EnumerateFiles(Directory, "*", recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly)
+            .Where(ImageFiles.HasImageExtension)
+            .OrderBy(f => f, StringComparer.Ordinal)
+            .ToArray();
+        if (_files.Length == 0)
+            throw new InvalidDataException($"{directory}: the dataset folder holds no images ({string.Join(", ", ImageFiles.Extensions)})");
+    }
+
+    /// <summary>The dataset folder (full path).</summary>
+    public string Directory { get; }
+
+    /// <inheritdoc />
+    public int Count => _files.Length;
+
+    /// <inheritdoc />
+    public string NameOf(int index) => _files[index];
+
+    /// <inheritdoc />
+    public TrainingImage Load(int index)
+    {
+        string file = _files[index];
+        var image = ImageFiles.LoadRgb(file);
+        string? caption = null;
+        if (_useCaptionFiles)
+        {
+            string captionFile = Path.ChangeExtension(file, ".txt");
+            if (File.Exists(captionFile))
+                caption = File.ReadAllText(captionFile).Trim();
+        }
+
+        return new TrainingImage(image, caption, file);
+    }
+}
