@@ -1,0 +1,95 @@
+using StableLora.TextEncoder.Normalization;
+
+namespace StableLora.TextEncoder;
+
+/// <summary>
+/// Splits normalized prompt text into the words that BPE then encodes one by one, like the reference's
+/// <c>regex.findall</c> with the case-insensitive pattern
+/// <c>&lt;\|startoftext\|&gt;|&lt;\|endoftext\|&gt;|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+</c>:
+/// the special-token literals, the English contractions, runs of letters, single numeric characters (each digit is a
+/// word), and runs of everything else except whitespace.
+/// </summary>
+internal static class ClipPreTokenizer
+{
+    private static readonly string[] Literals =
+        ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"];
+
+    // U+0345 (combining ypogegrammeni) case-folds to a Greek iota, so under the reference's case-insensitive matching it
+    // falls outside the "not a letter" class while not being a letter itself: it belongs to no word and is dropped.
+    private const int CaseFoldsToLetterOnly = 0x345;
+
+    public static List<string> Split(string text)
+    {
+        var words = new List<string>();
+        int i = 0;
+        while (i < text.Length)
+        {
+            int end = MatchLiteral(text, i);
+            if (end < 0)
+                end = MatchRun(text, i);
+            if (end < 0)
+            {
+                i += CodePoints.WidthAt(text, i);
+                continue;
+            }
+
+            words.Add(text[i..end]);
+            i = end;
+        }
+
+        return words;
+    }
+
+    private static int MatchLiteral(string text, int start)
+    {
+        foreach (string literal in Literals)
+        {
+            if (start + literal.Length > text.Length)
+                continue;
+            bool matches = true;
+            for (int k = 0; k < literal.Length && matches; k++)
+                matches = EqualIgnoringCase(text[start + k], literal[k]);
+            if (matches)
+                return start + literal.Length;
+        }
+
+        return -1;
+    }
+
+    // The reference matches case-insensitively with simple case folding; among the letters of the literals only 's'
+    // has a non-ASCII equivalent (U+017F LATIN SMALL LETTER LONG S).
+    private static bool EqualIgnoringCase(char actual, char literal) =>
+        actual == literal || (char.IsAsciiLetter(literal) && char.ToUpperInvariant(literal) == actual) || (literal == 's' && actual == '\u017F');
+
+    private static int MatchRun(string text, int start)
+    {
+        CharacterKind kind = KindOf(CodePoints.At(text, start));
+        if (kind is CharacterKind.None)
+            return -1;
+        int end = start + CodePoints.WidthAt(text, start);
+        if (kind is CharacterKind.Number)
+            return end;
+        while (end < text.Length && KindOf(CodePoints.At(text, end)) == kind)
+            end += CodePoints.WidthAt(text, end);
+        return end;
+    }
+
+    private static CharacterKind KindOf(int codePoint)
+    {
+        if (PythonText.IsLetter(codePoint))
+            return CharacterKind.Letter;
+        if (PythonText.IsNumber(codePoint))
+            return CharacterKind.Number;
+        if (PythonText.IsWhiteSpaceProperty(codePoint) || codePoint == CaseFoldsToLetterOnly)
+            return CharacterKind.None;
+        return CharacterKind.Other;
+    }
+
+    private enum CharacterKind
+    {
+        None,
+        Letter,
+        Number,
+        Other,
+    }
+}
