@@ -135,6 +135,16 @@ public sealed class ClipTokenizerTests
     }
 
     [Fact]
+    public void OddCodePointsAreHandledLikeTheReference()
+    {
+        // A lone surrogate becomes U+FFFD; U+FFFE (which .NET's normalizer rejects) is kept; U+0345 belongs to no word.
+        Assert.Equal(new[] { 39802 }, Tokenizer.Tokenize("\uD800"));
+        Assert.Equal(Tokenizer.Tokenize("\uFFFD"), Tokenizer.Tokenize("\uD800"));
+        Assert.Equal(new[] { Id("a</w>"), 27850, 378, Id("b</w>") }, Tokenizer.Tokenize("a\uFFFEb"));
+        Assert.Equal(new[] { Id("a</w>"), Id("b</w>") }, Tokenizer.Tokenize("a\u0345b"));
+    }
+
+    [Fact]
     public void EncodeBatchStacksTheIdsOfEveryPrompt()
     {
         string[] prompts = Prompts;

@@ -43,10 +43,21 @@ internal static class TextFixer
             text = CharacterFixes.FixSurrogates(text);
             text = CharacterFixes.RemoveTerminalEscapes(text);
             text = CharacterFixes.RemoveControlCharacters(text);
-            text = text.Normalize(NormalizationForm.FormC);
+            text = ToNfc(text);
             if (text == original)
                 return text;
         }
+    }
+
+    /// <summary>
+    /// NFC, as Python's <c>unicodedata</c> does it. .NET refuses strings holding the noncharacter U+FFFE; it has no
+    /// decomposition and composes with nothing, so the text on either side of it is normalized on its own.
+    /// </summary>
+    private static string ToNfc(string text)
+    {
+        if (!text.Contains('\uFFFE'))
+            return text.Normalize(NormalizationForm.FormC);
+        return string.Join('\uFFFE', text.Split('\uFFFE').Select(part => part.Normalize(NormalizationForm.FormC)));
     }
 
     /// <summary>Lines, each with its '\n'; a line longer than the reference's limit is cut every million code points.</summary>
