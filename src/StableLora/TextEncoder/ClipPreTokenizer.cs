@@ -1,3 +1,4 @@
+using Microsoft.ML.Tokenizers;
 using StableLora.TextEncoder.Normalization;
 
 namespace StableLora.TextEncoder;
@@ -7,9 +8,14 @@ namespace StableLora.TextEncoder;
 /// <c>regex.findall</c> with the case-insensitive pattern
 /// <c>&lt;\|startoftext\|&gt;|&lt;\|endoftext\|&gt;|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+</c>:
 /// the special-token literals, the English contractions, runs of letters, single numeric characters (each digit is a
-/// word), and runs of everything else except whitespace.
+/// word), and runs of everything else except whitespace. Plugged into <see cref="BpeTokenizer"/> as its pre-tokenizer.
 /// </summary>
-internal static class ClipPreTokenizer
+/// <remarks>
+/// A <see cref="RegexPreTokenizer"/> with that pattern would not match the reference: .NET regexes see UTF-16 units, so
+/// a letter outside the BMP (e.g. U+1D41B) is not <c>\p{L}</c>, and the reference's case-insensitive matching treats
+/// U+017F and U+0345 specially (see below). The classes here are evaluated on whole code points instead.
+/// </remarks>
+internal sealed class ClipPreTokenizer : PreTokenizer
 {
     private static readonly string[] Literals =
         ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"];
@@ -18,9 +24,19 @@ internal static class ClipPreTokenizer
     // falls outside the "not a letter" class while not being a letter itself: it belongs to no word and is dropped.
     private const int CaseFoldsToLetterOnly = 0x345;
 
-    public static List<string> Split(string text)
+    public static ClipPreTokenizer Instance { get; } = new();
+
+    private ClipPreTokenizer()
     {
-        var words = new List<string>();
+    }
+
+    /// <summary>The words of <paramref name="text"/> as strings (for inspection; encoding uses the offsets).</summary>
+    public static IEnumerable<string> Words(string text) =>
+        Instance.PreTokenize(text).Select(word => text.Substring(word.Offset, word.Length));
+
+    public override IEnumerable<(int Offset, int Length)> PreTokenize(string text)
+    {
+        var words = new List<(int, int)>();
         int i = 0;
         while (i < text.Length)
         {
@@ -33,12 +49,14 @@ internal static class ClipPreTokenizer
                 continue;
             }
 
-            words.Add(text[i..end]);
+            words.Add((i, end - i));
             i = end;
         }
 
         return words;
     }
+
+    public override IEnumerable<(int Offset, int Length)> PreTokenize(ReadOnlySpan<char> text) => PreTokenize(text.ToString());
 
     private static int MatchLiteral(string text, int start)
     {

@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.ML.Tokenizers;
 using StableLora.TextEncoder.Normalization;
 
 namespace StableLora.TextEncoder;
@@ -6,10 +7,20 @@ namespace StableLora.TextEncoder;
 /// <summary>
 /// What the reference CLIP tokenizer does to a piece of prompt text before splitting it into words: ftfy's
 /// <c>fix_text</c>, then every run of whitespace to one space with the ends stripped, then Python's lower-casing.
+/// Plugged into <see cref="BpeTokenizer"/> as its normalizer.
 /// </summary>
-internal static class ClipTextNormalizer
+internal sealed class ClipTextNormalizer : Normalizer
 {
-    public static string Normalize(string text) => PythonText.ToLower(CollapseWhitespace(TextFixer.FixText(text)));
+    public static ClipTextNormalizer Instance { get; } = new();
+
+    private ClipTextNormalizer()
+    {
+    }
+
+    public override string Normalize(string original) =>
+        PythonText.ToLower(CollapseWhitespace(TextFixer.FixText(original)));
+
+    public override string Normalize(ReadOnlySpan<char> original) => Normalize(original.ToString());
 
     private static string CollapseWhitespace(string text)
     {

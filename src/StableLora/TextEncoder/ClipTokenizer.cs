@@ -89,8 +89,12 @@ public sealed class ClipTokenizer
             bpe = BpeTokenizer.Create(new BpeOptions(vocabulary)
             {
                 Merges = merges,
-                EndOfWordSuffix = "</w>",
+                Normalizer = ClipTextNormalizer.Instance,
+                PreTokenizer = ClipPreTokenizer.Instance,
+                // Whole words equal to a literal map straight to its id, as the reference's seeded BPE cache does.
+                SpecialTokens = SpecialTokens.ToDictionary(token => token, token => vocabulary[token]),
                 ByteLevel = true,
+                EndOfWordSuffix = "</w>",
                 UnknownToken = EndOfTextToken,
             });
         }
@@ -145,30 +149,17 @@ public sealed class ClipTokenizer
             else if (piece == EndOfTextToken)
                 ids.Add(EosTokenId);
             else
-                AddTextTokens(piece, ids);
+                ids.AddRange(_bpe.EncodeToIds(piece));
         }
 
         return ids;
     }
 
-    private void AddTextTokens(string text, List<int> ids)
-    {
-        foreach (string word in ClipPreTokenizer.Split(ClipTextNormalizer.Normalize(text)))
-        {
-            // The reference's BPE cache is seeded with the two special tokens, so a literal produced by the text
-            // fixes (e.g. from "&lt;|endoftext|&gt;") still maps to its special id.
-            if (word == StartOfTextToken)
-                ids.Add(BosTokenId);
-            else if (word == EndOfTextToken)
-                ids.Add(EosTokenId);
-            else
-                ids.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
-        }
-    }
-
     /// <summary>
-    /// The prompt cut before and after every exact occurrence of a special-token literal (the reference does this on
-    /// the raw text, before any cleaning, and does not strip the whitespace around them); empty pieces are dropped.
+    /// The prompt cut before and after every exact occurrence of a special-token literal; empty pieces are dropped.
+    /// The reference does this on the raw text, before any cleaning, and keeps the whitespace around the literals. It
+    /// cannot be left to <see cref="BpeTokenizer"/>, which normalizes the whole text first: ftfy would then see the
+    /// literal's '&lt;' and stop decoding HTML entities in the rest of the prompt.
     /// </summary>
     private static IEnumerable<string> SplitAtSpecialTokens(string prompt)
     {
