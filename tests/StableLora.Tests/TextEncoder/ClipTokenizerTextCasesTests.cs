@@ -12,7 +12,7 @@ namespace StableLora.Tests.TextEncoder;
 /// in every character set ftfy repairs, HTML references, control characters, random strings of mojibake characters)
 /// with what ftfy 6.1.1 and the regex module made of them (see tools/generate_clip_text_cases.py).
 /// </summary>
-public sealed class ClipTextCasesTests
+public sealed class ClipTokenizerTextCasesTests
 {
     private static readonly Lazy<Case[]> Cases = new(LoadCases);
 
