@@ -36,14 +36,6 @@ internal static class CodePoints
             builder.Append((char)codePoint);
     }
 
-    public static string ToText(IEnumerable<int> codePoints)
-    {
-        var builder = new StringBuilder();
-        foreach (int codePoint in codePoints)
-            Append(builder, codePoint);
-        return builder.ToString();
-    }
-
     /// <summary>Applies a per-code-point replacement (Python's <c>str.translate</c>); null keeps the code point.</summary>
     public static string Translate(string text, Func<int, string?> replacement)
     {
