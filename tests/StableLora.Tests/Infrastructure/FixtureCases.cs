@@ -1,12 +1,15 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace StableLora.Tests.Infrastructure;
 
 /// <summary>The machine-readable description of the fixture's cases (<c>expected/cases.json</c>).</summary>
 internal static class FixtureCases
 {
-    private static readonly Lazy<JsonDocument> Document =
-        new(() => JsonDocument.Parse(File.ReadAllBytes(FixturePaths.Expected("cases.json"))));
+    // Python's json writes -Infinity/Infinity/NaN bare (e.g. DPM-Solver's lambda_min_clipped); JSON has no such
+    // literals, so they are read as strings.
+    private static readonly Lazy<JsonDocument> Document = new(() => JsonDocument.Parse(
+        Regex.Replace(File.ReadAllText(FixturePaths.Expected("cases.json")), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"")));
 
     public static JsonElement Root => Document.Value.RootElement;
 
