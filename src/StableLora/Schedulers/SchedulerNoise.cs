@@ -5,6 +5,9 @@ namespace StableLora.Schedulers;
 /// <summary>
 /// diffusers' <c>randn_tensor</c>: one <c>torch.randn</c> call of the full shape and dtype, on the generator's device
 /// when that is the CPU (so a seeded CPU generator gives the same numbers whatever device the model runs on), then moved.
+/// Seeding: TorchSharp's <c>new torch.Generator(ulong seed)</c> and <c>Generator.manual_seed(long seed)</c> both take
+/// 64 bits, but libtorch's CPU generator (mt19937), like PyTorch's, is seeded with the low 32 bits only: seeds s and
+/// s + 2^32 give the same stream, and a seed above 2^63 goes to <c>manual_seed</c> as <c>unchecked((long)seed)</c>.
 /// </summary>
 internal static class SchedulerNoise
 {
