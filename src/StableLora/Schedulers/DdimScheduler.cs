@@ -43,7 +43,7 @@ internal sealed class DdimScheduler : SchedulerBase
         CheckInferenceSteps(numInferenceSteps, _trainSteps);
         _stepRatio = _trainSteps / numInferenceSteps;
         _timestepValues = TimestepLayouts.DdimFamily(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
-        ReplaceTimesteps(torch.tensor(_timestepValues, torch.int64));
+        ReplaceTimesteps(_timestepValues);
     }
 
     public override SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null)

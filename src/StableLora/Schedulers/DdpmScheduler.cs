@@ -38,7 +38,7 @@ internal sealed class DdpmScheduler : SchedulerBase
 
         // Before set_timesteps diffusers steps through every training timestep.
         _timestepValues = Enumerable.Range(0, _trainSteps).Reverse().Select(t => (long)t).ToArray();
-        ReplaceTimesteps(torch.tensor(_timestepValues, torch.int64));
+        ReplaceTimesteps(_timestepValues);
     }
 
     private enum VarianceType
@@ -55,7 +55,7 @@ internal sealed class DdpmScheduler : SchedulerBase
         CheckInferenceSteps(numInferenceSteps, _trainSteps);
         _stepRatio = _trainSteps / numInferenceSteps;
         _timestepValues = TimestepLayouts.DdimFamily(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
-        ReplaceTimesteps(torch.tensor(_timestepValues, torch.int64));
+        ReplaceTimesteps(_timestepValues);
     }
 
     /// <summary>sqrt(acp[t]) * original + sqrt(1 - acp[t]) * noise, one timestep per batch row (training inputs).</summary>
@@ -127,7 +127,7 @@ internal sealed class DdpmScheduler : SchedulerBase
 
     private (torch.Tensor SqrtAlpha, torch.Tensor SqrtOneMinusAlpha) NoiseCoefficients(torch.Tensor like, torch.Tensor timesteps)
     {
-        var alphasCumprod = Schedule.AlphasCumprod.to(like.dtype, like.device);
+        var alphasCumprod = AlphasCumprod.to(like.dtype, like.device);
         var selected = alphasCumprod[timesteps.to(like.device)];
         var sqrtAlpha = selected.pow(0.5).flatten();
         var sqrtOneMinusAlpha = (1 - selected).pow(0.5).flatten();

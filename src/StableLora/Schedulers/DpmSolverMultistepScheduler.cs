@@ -57,7 +57,7 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         // The reference torch 1.13 (no MKL) takes these logs, and each step's exp(-h), with SLEEF's vectorised
         // functions (within 1 ulp), current libtorch with MKL's; the C library's correctly rounded logf/expf stand in
         // for both, so a step can differ from diffusers by a few 1e-7 (the fixture's 20-step loop by about 1e-5).
-        float[] alphasCumprod = Schedule.AlphasCumprodValues;
+        float[] alphasCumprod = Schedule.AlphasCumprod;
         _alpha = alphasCumprod.Select(MathF.Sqrt).ToArray();
         _sigma = alphasCumprod.Select(a => MathF.Sqrt(1 - a)).ToArray();
         _lambda = _alpha.Zip(_sigma, (alpha, sigma) => MathF.Log(alpha) - MathF.Log(sigma)).ToArray();
@@ -93,7 +93,7 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         }
 
         _timestepValues = FirstOccurrences(timesteps);
-        ReplaceTimesteps(torch.tensor(_timestepValues, torch.int64));
+        ReplaceTimesteps(_timestepValues);
         ResetState();
     }
 

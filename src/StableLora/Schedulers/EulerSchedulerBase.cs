@@ -23,7 +23,7 @@ internal abstract class EulerSchedulerBase : SchedulerBase
         // Before set_timesteps diffusers holds every training sigma (descending) and float64 timesteps 999..0.
         SigmaValues = [.. Enumerable.Reverse(Schedule.TrainingSigmas), 0f];
         var timesteps = Enumerable.Reverse(NumpyMath.Linspace(0, _trainSteps - 1, _trainSteps)).ToArray();
-        ReplaceTimesteps(torch.tensor(timesteps, torch.float64));
+        ReplaceTimesteps(timesteps);
     }
 
     /// <summary>The sigma of every step plus a final 0, float32 as in diffusers' <c>sigmas</c>.</summary>
@@ -50,19 +50,17 @@ internal abstract class EulerSchedulerBase : SchedulerBase
         double[] trainingSigmas = Schedule.TrainingSigmas.Select(s => (double)s).ToArray();
         double[] sigmas = timesteps.Select(t => NumpyMath.InterpOverIndex(t, trainingSigmas)).ToArray();
 
-        torch.Tensor timestepTensor;
         if (UseKarrasSigmas)
         {
             sigmas = KarrasSigmas.Ramp(sigmas[0], sigmas[^1], numInferenceSteps);
             var logSigmas = KarrasSigmas.LogSigmas(Schedule.TrainingSigmas);
-            timestepTensor = torch.tensor(sigmas.Select(s => KarrasSigmas.SigmaToTimestep(s, logSigmas)).ToArray(), torch.float64);
+            ReplaceTimesteps(sigmas.Select(s => KarrasSigmas.SigmaToTimestep(s, logSigmas)).ToArray());
         }
         else
         {
-            timestepTensor = torch.tensor(timesteps, torch.float32);
+            ReplaceTimesteps(timesteps);
         }
         SigmaValues = [.. sigmas.Select(s => (float)s), 0f];
-        ReplaceTimesteps(timestepTensor);
     }
 
     public override torch.Tensor ScaleModelInput(torch.Tensor sample, int stepIndex)

@@ -3,35 +3,27 @@ using TorchSharp;
 namespace StableLora.Schedulers;
 
 /// <summary>
-/// The training noise schedule shared by all schedulers: betas and alphas_cumprod = cumprod(1 - betas), float32 on the
-/// CPU, built with the same torch operations as diffusers (torch's float32 cumprod accumulates in double).
+/// The training noise schedule shared by all schedulers: betas, alphas_cumprod = cumprod(1 - betas) and the training
+/// sigmas, as float32 values computed with the arithmetic of diffusers on torch 1.13 (the reference): float32
+/// elementwise operations, a cumulative product accumulated in double (torch's CPU cumprod does), and torch 1.13's
+/// linspace. Plain IEEE float32 arithmetic here is deliberate: current libtorch kernels round some of these values
+/// differently from torch 1.13, which moves every later step.
 /// </summary>
-internal sealed class NoiseSchedule : IDisposable
+internal sealed class NoiseSchedule
 {
-    private NoiseSchedule(torch.Tensor betas, torch.Tensor alphasCumprod)
+    private NoiseSchedule(float[] betas)
     {
         Betas = betas;
-        AlphasCumprod = alphasCumprod;
-        AlphasCumprodValues = alphasCumprod.data<float>().ToArray();
-        TrainingSigmas = AlphasCumprodValues.Select(a => MathF.Sqrt((1 - a) / a)).ToArray();
+        AlphasCumprod = CumulativeProduct(betas.Select(b => 1 - b));
+        TrainingSigmas = AlphasCumprod.Select(a => MathF.Sqrt((1 - a) / a)).ToArray();
     }
 
-    /// <summary>float32 [num_train_timesteps].</summary>
-    public torch.Tensor Betas { get; }
+    public float[] Betas { get; }
 
-    /// <summary>float32 [num_train_timesteps].</summary>
-    public torch.Tensor AlphasCumprod { get; }
+    public float[] AlphasCumprod { get; }
 
-    /// <summary>The values of <see cref="AlphasCumprod"/>, for the per-step scalar arithmetic.</summary>
-    public float[] AlphasCumprodValues { get; }
-
-    /// <summary>
-    /// The noise level of every training timestep, ((1 - acp) / acp) ** 0.5 in float32, ascending with t. Computed
-    /// here rather than by libtorch, whose current tensor kernels round some of these differently from torch 1.13.
-    /// </summary>
+    /// <summary>The noise level of every training timestep, ((1 - acp) / acp) ** 0.5, ascending with t.</summary>
     public float[] TrainingSigmas { get; }
-
-    public int Length => AlphasCumprodValues.Length;
 
     /// <param name="config">The scheduler config.</param>
     /// <param name="className">The reading class, for error messages.</param>
@@ -39,28 +31,18 @@ internal sealed class NoiseSchedule : IDisposable
     /// <param name="rescaleZeroSnr">DDIM's <c>rescale_betas_zero_snr</c>.</param>
     public static NoiseSchedule Create(SchedulerConfig config, string className, bool allowSigmoid = false, bool rescaleZeroSnr = false)
     {
-        using var scope = torch.NewDisposeScope();
         var betas = CreateBetas(config, className, allowSigmoid);
-        if (rescaleZeroSnr)
-            betas = RescaleZeroTerminalSnr(betas);
-        var alphasCumprod = torch.cumprod(1.0 - betas, 0);
-        return new NoiseSchedule(betas.DetachFromDisposeScope(), alphasCumprod.DetachFromDisposeScope());
+        return new NoiseSchedule(rescaleZeroSnr ? RescaleZeroTerminalSnr(betas) : betas);
     }
 
-    public void Dispose()
-    {
-        Betas.Dispose();
-        AlphasCumprod.Dispose();
-    }
-
-    private static torch.Tensor CreateBetas(SchedulerConfig config, string className, bool allowSigmoid)
+    private static float[] CreateBetas(SchedulerConfig config, string className, bool allowSigmoid)
     {
         int count = ConfigValues.NumTrainTimesteps(config);
         if (config.TrainedBetas is { } trained)
         {
             if (trained.Count != count)
                 throw config.Unsupported("trained_betas", $"[{trained.Count} values]", $"expected num_train_timesteps = {count} values");
-            return torch.tensor(trained.Select(b => (float)b).ToArray(), torch.float32);
+            return trained.Select(b => (float)b).ToArray();
         }
 
         double start = config.BetaStart ?? 0.0001;
@@ -68,13 +50,13 @@ internal sealed class NoiseSchedule : IDisposable
         switch (config.BetaSchedule ?? "linear")
         {
             case "linear":
-                return torch.tensor(TorchLinspace.Float32(start, end, count));
+                return TorchLinspace.Float32(start, end, count);
             case "scaled_linear":
-                return torch.tensor(TorchLinspace.Float32(Math.Sqrt(start), Math.Sqrt(end), count)).pow(2);
+                return TorchLinspace.Float32(Math.Sqrt(start), Math.Sqrt(end), count).Select(b => b * b).ToArray();
             case "squaredcos_cap_v2":
-                return torch.tensor(CosineBetas(count), torch.float32);
+                return CosineBetas(count);
             case "sigmoid" when allowSigmoid:
-                return torch.tensor(TorchLinspace.Float32(-6, 6, count)).sigmoid() * (end - start) + start;
+                return SigmoidBetas(start, end, count);
             case var other:
                 string supported = allowSigmoid ? "'linear', 'scaled_linear', 'squaredcos_cap_v2' or 'sigmoid'" : "'linear', 'scaled_linear' or 'squaredcos_cap_v2'";
                 throw config.Unsupported("beta_schedule", other, $"{className} supports {supported}");
@@ -100,15 +82,31 @@ internal sealed class NoiseSchedule : IDisposable
         return betas;
     }
 
-    /// <summary>diffusers' <c>rescale_zero_terminal_snr</c> (Lin et al. 2023), float32 torch operations as there.</summary>
-    private static torch.Tensor RescaleZeroTerminalSnr(torch.Tensor betas)
+    /// <summary>DDPM's sigmoid(linspace(-6, 6)) * (end - start) + start; the sigmoid is libtorch's.</summary>
+    private static float[] SigmoidBetas(double start, double end, int count)
     {
-        var alphasBarSqrt = torch.cumprod(1.0 - betas, 0).sqrt();
-        var first = alphasBarSqrt[0].clone();
-        var last = alphasBarSqrt[-1].clone();
-        alphasBarSqrt = (alphasBarSqrt - last) * (first / (first - last));
-        var alphasBar = alphasBarSqrt.pow(2);
-        var alphas = torch.cat([alphasBar[..1], alphasBar[1..] / alphasBar[..^1]]);
-        return 1 - alphas;
+        using var scope = torch.NewDisposeScope();
+        var betas = torch.tensor(TorchLinspace.Float32(-6, 6, count)).sigmoid() * (end - start) + start;
+        return betas.data<float>().ToArray();
+    }
+
+    /// <summary>diffusers' <c>rescale_zero_terminal_snr</c> (Lin et al. 2023): shift and scale sqrt(acp) so that it ends at 0.</summary>
+    private static float[] RescaleZeroTerminalSnr(float[] betas)
+    {
+        float[] sqrtAlphaBar = CumulativeProduct(betas.Select(b => 1 - b)).Select(MathF.Sqrt).ToArray();
+        float first = sqrtAlphaBar[0], last = sqrtAlphaBar[^1];
+        float scale = first / (first - last);
+        float[] alphaBar = sqrtAlphaBar.Select(s => (s - last) * scale).Select(s => s * s).ToArray();
+        var rescaled = new float[betas.Length];
+        rescaled[0] = 1 - alphaBar[0];
+        for (int i = 1; i < rescaled.Length; i++)
+            rescaled[i] = 1 - alphaBar[i] / alphaBar[i - 1];
+        return rescaled;
+    }
+
+    private static float[] CumulativeProduct(IEnumerable<float> values)
+    {
+        double product = 1;
+        return values.Select(v => (float)(product *= v)).ToArray();
     }
 }

@@ -61,7 +61,7 @@ internal sealed class PndmScheduler : SchedulerBase
         }
         _prkStepCount = prk.Length;
         _timestepValues = [.. prk, .. plms];
-        ReplaceTimesteps(torch.tensor(_timestepValues, torch.int64));
+        ReplaceTimesteps(_timestepValues);
         ResetState();
     }
 

@@ -5,7 +5,11 @@ namespace StableLora.Schedulers;
 /// <summary>What the six schedulers share: config, noise schedule, ownership of the timestep tensor, step-index checks.</summary>
 internal abstract class SchedulerBase : IScheduler
 {
+    private Func<torch.Tensor>? _createTimesteps;
+    private int _stepCount;
     private torch.Tensor? _timesteps;
+    private torch.Tensor? _betas;
+    private torch.Tensor? _alphasCumprod;
 
     protected SchedulerBase(SchedulerKind kind, SchedulerConfig config, NoiseSchedule schedule)
     {
@@ -18,17 +22,17 @@ internal abstract class SchedulerBase : IScheduler
 
     public SchedulerConfig Config { get; }
 
-    public torch.Tensor Timesteps => _timesteps ?? throw new InvalidOperationException($"{ClassName}: call SetTimesteps before using the timesteps.");
+    public torch.Tensor Timesteps => _timesteps ??= (_createTimesteps ?? throw NoTimesteps())().DetachFromDisposeScope();
 
-    public int StepCount => (int)Timesteps.shape[0];
+    public int StepCount => _createTimesteps is null ? throw NoTimesteps() : _stepCount;
 
     public abstract double InitNoiseSigma { get; }
 
     /// <summary>Betas, float32 [num_train_timesteps] on the CPU (owned by the scheduler).</summary>
-    public torch.Tensor Betas => Schedule.Betas;
+    public torch.Tensor Betas => _betas ??= torch.tensor(Schedule.Betas).DetachFromDisposeScope();
 
     /// <summary>alphas_cumprod, float32 [num_train_timesteps] on the CPU (owned by the scheduler).</summary>
-    public torch.Tensor AlphasCumprod => Schedule.AlphasCumprod;
+    public torch.Tensor AlphasCumprod => _alphasCumprod ??= torch.tensor(Schedule.AlphasCumprod).DetachFromDisposeScope();
 
     protected NoiseSchedule Schedule { get; }
 
@@ -55,7 +59,10 @@ internal abstract class SchedulerBase : IScheduler
         DisposeState();
         _timesteps?.Dispose();
         _timesteps = null;
-        Schedule.Dispose();
+        _betas?.Dispose();
+        _betas = null;
+        _alphasCumprod?.Dispose();
+        _alphasCumprod = null;
         GC.SuppressFinalize(this);
     }
 
@@ -64,11 +71,11 @@ internal abstract class SchedulerBase : IScheduler
     {
     }
 
-    protected void ReplaceTimesteps(torch.Tensor timesteps)
-    {
-        _timesteps?.Dispose();
-        _timesteps = timesteps.DetachFromDisposeScope();
-    }
+    protected void ReplaceTimesteps(long[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.int64));
+
+    protected void ReplaceTimesteps(float[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float32));
+
+    protected void ReplaceTimesteps(double[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float64));
 
     protected void CheckInferenceSteps(int numInferenceSteps, int trainTimesteps)
     {
@@ -87,5 +94,16 @@ internal abstract class SchedulerBase : IScheduler
     }
 
     /// <summary>alphas_cumprod[t] for the per-step float32 scalar arithmetic.</summary>
-    protected float AlphaProd(long timestep) => Schedule.AlphasCumprodValues[timestep];
+    protected float AlphaProd(long timestep) => Schedule.AlphasCumprod[timestep];
+
+    /// <summary>The timestep tensor is made when first asked for, so that constructors own no native memory.</summary>
+    private void ReplaceTimesteps(int count, Func<torch.Tensor> create)
+    {
+        _timesteps?.Dispose();
+        _timesteps = null;
+        _createTimesteps = create;
+        _stepCount = count;
+    }
+
+    private InvalidOperationException NoTimesteps() => new($"{ClassName}: call SetTimesteps before using the timesteps.");
 }
