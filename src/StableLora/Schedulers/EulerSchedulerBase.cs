@@ -1,0 +1,80 @@
+using TorchSharp;
+
+namespace StableLora.Schedulers;
+
+/// <summary>
+/// What Euler and Euler ancestral share: float timesteps, the sigma of each (np.interp of the training sigmas in
+/// float64, stored as float32, with a final 0), the init noise sigma and the input scaling 1 / sqrt(sigma^2 + 1).
+/// </summary>
+internal abstract class EulerSchedulerBase : SchedulerBase
+{
+    private readonly int _trainSteps;
+    private readonly int _stepsOffset;
+    private readonly TimestepSpacing _spacing;
+
+    protected EulerSchedulerBase(SchedulerKind kind, SchedulerConfig config, params PredictionType[] supportedPredictions)
+        : base(kind, config, NoiseSchedule.Create(config, SchedulerKindNames.ClassName(kind)))
+    {
+        _trainSteps = ConfigValues.NumTrainTimesteps(config);
+        _stepsOffset = ConfigValues.StepsOffset(config);
+        _spacing = ConfigValues.Spacing(config, TimestepSpacing.Linspace);
+        Prediction = ConfigValues.Prediction(config, ClassName, supportedPredictions);
+
+        // Before set_timesteps diffusers holds every training sigma (descending) and float64 timesteps 999..0.
+        SigmaValues = [.. Enumerable.Reverse(Schedule.TrainingSigmas), 0f];
+        var timesteps = Enumerable.Reverse(NumpyMath.Linspace(0, _trainSteps - 1, _trainSteps)).ToArray();
+        ReplaceTimesteps(timesteps);
+    }
+
+    /// <summary>The sigma of every step plus a final 0, float32 as in diffusers' <c>sigmas</c>.</summary>
+    public float[] SigmaValues { get; private set; }
+
+    public override double InitNoiseSigma
+    {
+        get
+        {
+            float max = SigmaValues.Max();
+            return _spacing is TimestepSpacing.Linspace or TimestepSpacing.Trailing ? max : MathF.Sqrt(max * max + 1);
+        }
+    }
+
+    protected PredictionType Prediction { get; }
+
+    /// <summary>Whether to replace the interpolated sigmas by Karras sigmas (Euler only).</summary>
+    protected virtual bool UseKarrasSigmas => false;
+
+    public override void SetTimesteps(int numInferenceSteps)
+    {
+        CheckInferenceSteps(numInferenceSteps, _trainSteps);
+        float[] timesteps = TimestepLayouts.EulerFamily(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
+        double[] trainingSigmas = Schedule.TrainingSigmas.Select(s => (double)s).ToArray();
+        double[] sigmas = timesteps.Select(t => NumpyMath.InterpOverIndex(t, trainingSigmas)).ToArray();
+
+        if (UseKarrasSigmas)
+        {
+            sigmas = KarrasSigmas.Ramp(sigmas[0], sigmas[^1], numInferenceSteps);
+            var logSigmas = KarrasSigmas.LogSigmas(Schedule.TrainingSigmas);
+            ReplaceTimesteps(sigmas.Select(s => KarrasSigmas.SigmaToTimestep(s, logSigmas)).ToArray());
+        }
+        else
+        {
+            ReplaceTimesteps(timesteps);
+        }
+        SigmaValues = [.. sigmas.Select(s => (float)s), 0f];
+    }
+
+    public override torch.Tensor ScaleModelInput(torch.Tensor sample, int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        float sigma = SigmaValues[stepIndex];
+        return sample / MathF.Sqrt(sigma * sigma + 1);
+    }
+
+    /// <summary>x0 for the epsilon / v / sample parameterisations at noise level <paramref name="sigma"/>.</summary>
+    protected torch.Tensor PredictOriginal(torch.Tensor modelOutput, torch.Tensor sample, float sigma) => Prediction switch
+    {
+        PredictionType.Epsilon => sample - sigma * modelOutput,
+        PredictionType.VPrediction => modelOutput * (-sigma / MathF.Sqrt(sigma * sigma + 1)) + sample / (sigma * sigma + 1),
+        _ => modelOutput.alias(),
+    };
+}

@@ -1,0 +1,212 @@
+using TorchSharp;
+
+namespace StableLora.Schedulers;
+
+/// <summary>
+/// diffusers' <c>PNDMScheduler</c>: pseudo numerical methods for diffusion models. With <c>skip_prk_steps</c> (the SD 1.5
+/// config) it is PLMS, a linear multistep method that runs N + 1 steps (the second timestep is used twice); without it,
+/// 12 Runge-Kutta (PRK) warm-up steps over the last four timesteps come first.
+/// </summary>
+internal sealed class PndmScheduler : SchedulerBase
+{
+    private const int PndmOrder = 4;
+
+    private readonly int _trainSteps;
+    private readonly int _stepsOffset;
+    private readonly TimestepSpacing _spacing;
+    private readonly PredictionType _prediction;
+    private readonly bool _skipPrkSteps;
+    private readonly float _finalAlphaProd;
+    private readonly List<torch.Tensor> _ets = [];
+    private long[] _timestepValues = [];
+    private int _prkStepCount;
+    private int _stepRatio;
+    private int _counter;
+    private torch.Tensor? _curSample;
+    private torch.Tensor? _curModelOutput;
+
+    public PndmScheduler(SchedulerConfig config)
+        : base(SchedulerKind.Pndm, config, NoiseSchedule.Create(config, "PNDMScheduler"))
+    {
+        _trainSteps = ConfigValues.NumTrainTimesteps(config);
+        _stepsOffset = ConfigValues.StepsOffset(config);
+        _spacing = ConfigValues.Spacing(config, TimestepSpacing.Leading);
+        _prediction = ConfigValues.Prediction(config, ClassName, PredictionType.Epsilon, PredictionType.VPrediction);
+        _skipPrkSteps = config.SkipPrkSteps ?? false;
+        _finalAlphaProd = (config.SetAlphaToOne ?? false) ? 1f : AlphaProd(0);
+    }
+
+    public override double InitNoiseSigma => 1.0;
+
+    public override void SetTimesteps(int numInferenceSteps)
+    {
+        CheckInferenceSteps(numInferenceSteps, _trainSteps);
+        if (!_skipPrkSteps && numInferenceSteps < PndmOrder)
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, $"PNDMScheduler with PRK steps needs at least {PndmOrder} inference steps.");
+        _stepRatio = _trainSteps / numInferenceSteps;
+        var ascending = TimestepLayouts.PndmAscending(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
+
+        long[] prk, plms;
+        if (_skipPrkSteps)
+        {
+            prk = [];
+            plms = [.. ascending[..^1], ascending[^2], ascending[^1]];
+            Array.Reverse(plms);
+        }
+        else
+        {
+            prk = PrkTimesteps(ascending[^PndmOrder..], _stepRatio / 2);
+            plms = ascending[..^3];
+            Array.Reverse(plms);
+        }
+        _prkStepCount = prk.Length;
+        _timestepValues = [.. prk, .. plms];
+        ReplaceTimesteps(_timestepValues);
+        ResetState();
+    }
+
+    public override SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null)
+    {
+        CheckStepIndex(stepIndex);
+        if (stepIndex != _counter)
+            throw new InvalidOperationException($"PNDMScheduler keeps a history of model outputs and must be stepped in order: expected step {_counter}, got {stepIndex} (call SetTimesteps to start over).");
+        using var scope = torch.NewDisposeScope();
+        long timestep = _timestepValues[stepIndex];
+        var prevSample = _counter < _prkStepCount ? StepPrk(modelOutput, timestep, sample) : StepPlms(modelOutput, timestep, sample);
+        _counter++;
+        return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), null);
+    }
+
+    protected override void DisposeState() => ResetState();
+
+    /// <summary>
+    /// The last four ascending timesteps t each paired with t + ratio/2, then every point but the last doubled and the
+    /// first and last copies dropped, newest first: three groups of four evaluations (t, t-h/2, t-h/2, t-h).
+    /// </summary>
+    private static long[] PrkTimesteps(long[] lastFour, int halfRatio)
+    {
+        var pairs = lastFour.SelectMany(t => new[] { t, t + halfRatio }).ToArray();
+        var doubled = pairs[..^1].SelectMany(t => new[] { t, t }).ToArray();
+        var result = doubled[1..^1];
+        Array.Reverse(result);
+        return result;
+    }
+
+    private torch.Tensor StepPrk(torch.Tensor modelOutput, long timestep, torch.Tensor sample)
+    {
+        long diffToPrev = _counter % 2 != 0 ? 0 : _stepRatio / 2;
+        long prevTimestep = timestep - diffToPrev;
+        long groupTimestep = _timestepValues[_counter / 4 * 4];
+
+        var output = modelOutput;
+        switch (_counter % 4)
+        {
+            case 0:
+                AccumulateModelOutput(modelOutput, 1.0 / 6);
+                _ets.Add(Keep(modelOutput));
+                ReplaceCurSample(Keep(sample));
+                break;
+            case 1:
+            case 2:
+                AccumulateModelOutput(modelOutput, 1.0 / 3);
+                break;
+            default:
+                output = _curModelOutput is null ? modelOutput * (1.0 / 6) : _curModelOutput + modelOutput * (1.0 / 6);
+                _curModelOutput?.Dispose();
+                _curModelOutput = null;
+                break;
+        }
+        return PrevSample(_curSample ?? sample, groupTimestep, prevTimestep, output);
+    }
+
+    private torch.Tensor StepPlms(torch.Tensor modelOutput, long timestep, torch.Tensor sample)
+    {
+        if (!_skipPrkSteps && _ets.Count < 3)
+            throw new InvalidOperationException("PNDMScheduler can only run PLMS steps after at least 12 PRK steps.");
+        long prevTimestep = timestep - _stepRatio;
+        if (_counter != 1)
+        {
+            while (_ets.Count > 3)
+            {
+                _ets[0].Dispose();
+                _ets.RemoveAt(0);
+            }
+            _ets.Add(Keep(modelOutput));
+        }
+        else
+        {
+            prevTimestep = timestep;
+            timestep += _stepRatio;
+        }
+
+        torch.Tensor output;
+        int n = _ets.Count;
+        if (n == 1 && _counter == 0)
+        {
+            output = modelOutput;
+            ReplaceCurSample(Keep(sample));
+        }
+        else if (n == 1 && _counter == 1)
+        {
+            output = (modelOutput + _ets[^1]) / 2;
+            sample = _curSample!.alias();
+            ReplaceCurSample(null);
+        }
+        else if (n == 2)
+        {
+            output = (3 * _ets[^1] - _ets[^2]) / 2;
+        }
+        else if (n == 3)
+        {
+            output = (23 * _ets[^1] - 16 * _ets[^2] + 5 * _ets[^3]) / 12;
+        }
+        else
+        {
+            output = (1.0 / 24) * (55 * _ets[^1] - 59 * _ets[^2] + 37 * _ets[^3] - 9 * _ets[^4]);
+        }
+        return PrevSample(sample, timestep, prevTimestep, output);
+    }
+
+    /// <summary>diffusers' <c>_get_prev_sample</c>: formula (9) of the PNDM paper, x_t -> x_(t-delta).</summary>
+    private torch.Tensor PrevSample(torch.Tensor sample, long timestep, long prevTimestep, torch.Tensor modelOutput)
+    {
+        float alphaProd = AlphaProd(timestep);
+        float alphaProdPrev = prevTimestep >= 0 ? AlphaProd(prevTimestep) : _finalAlphaProd;
+        float betaProd = 1 - alphaProd;
+        float betaProdPrev = 1 - alphaProdPrev;
+        if (_prediction == PredictionType.VPrediction)
+            modelOutput = MathF.Sqrt(alphaProd) * modelOutput + MathF.Sqrt(betaProd) * sample;
+
+        float sampleCoeff = MathF.Sqrt(alphaProdPrev / alphaProd);
+        float denominator = alphaProd * MathF.Sqrt(betaProdPrev) + MathF.Sqrt(alphaProd * betaProd * alphaProdPrev);
+        return sampleCoeff * sample - (alphaProdPrev - alphaProd) * modelOutput / denominator;
+    }
+
+    private void AccumulateModelOutput(torch.Tensor modelOutput, double weight)
+    {
+        var weighted = modelOutput * weight;
+        var sum = _curModelOutput is null ? weighted : _curModelOutput + weighted;
+        _curModelOutput?.Dispose();
+        _curModelOutput = sum.DetachFromDisposeScope();
+    }
+
+    /// <summary>A handle on a caller's tensor that survives the caller disposing theirs (shared storage, no copy).</summary>
+    private static torch.Tensor Keep(torch.Tensor tensor) => tensor.alias().DetachFromDisposeScope();
+
+    private void ReplaceCurSample(torch.Tensor? sample)
+    {
+        _curSample?.Dispose();
+        _curSample = sample;
+    }
+
+    private void ResetState()
+    {
+        foreach (var et in _ets)
+            et.Dispose();
+        _ets.Clear();
+        ReplaceCurSample(null);
+        _curModelOutput?.Dispose();
+        _curModelOutput = null;
+        _counter = 0;
+    }
+}

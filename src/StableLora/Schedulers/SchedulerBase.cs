@@ -1,0 +1,109 @@
+using TorchSharp;
+
+namespace StableLora.Schedulers;
+
+/// <summary>What the six schedulers share: config, noise schedule, ownership of the timestep tensor, step-index checks.</summary>
+internal abstract class SchedulerBase : IScheduler
+{
+    private Func<torch.Tensor>? _createTimesteps;
+    private int _stepCount;
+    private torch.Tensor? _timesteps;
+    private torch.Tensor? _betas;
+    private torch.Tensor? _alphasCumprod;
+
+    protected SchedulerBase(SchedulerKind kind, SchedulerConfig config, NoiseSchedule schedule)
+    {
+        Kind = kind;
+        Config = config;
+        Schedule = schedule;
+    }
+
+    public SchedulerKind Kind { get; }
+
+    public SchedulerConfig Config { get; }
+
+    public torch.Tensor Timesteps => _timesteps ??= (_createTimesteps ?? throw NoTimesteps())().DetachFromDisposeScope();
+
+    public int StepCount => _createTimesteps is null ? throw NoTimesteps() : _stepCount;
+
+    public abstract double InitNoiseSigma { get; }
+
+    /// <summary>Betas, float32 [num_train_timesteps] on the CPU (owned by the scheduler).</summary>
+    public torch.Tensor Betas => _betas ??= torch.tensor(Schedule.Betas).DetachFromDisposeScope();
+
+    /// <summary>alphas_cumprod, float32 [num_train_timesteps] on the CPU (owned by the scheduler).</summary>
+    public torch.Tensor AlphasCumprod => _alphasCumprod ??= torch.tensor(Schedule.AlphasCumprod).DetachFromDisposeScope();
+
+    protected NoiseSchedule Schedule { get; }
+
+    protected string ClassName => SchedulerKindNames.ClassName(Kind);
+
+    public abstract void SetTimesteps(int numInferenceSteps);
+
+    public torch.Tensor TimestepAt(int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        return Timesteps[stepIndex].clone();
+    }
+
+    public virtual torch.Tensor ScaleModelInput(torch.Tensor sample, int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        return sample.alias();
+    }
+
+    public abstract SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null);
+
+    public void Dispose()
+    {
+        DisposeState();
+        _timesteps?.Dispose();
+        _timesteps = null;
+        _betas?.Dispose();
+        _betas = null;
+        _alphasCumprod?.Dispose();
+        _alphasCumprod = null;
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases per-generation history (model outputs kept by multistep schedulers).</summary>
+    protected virtual void DisposeState()
+    {
+    }
+
+    protected void ReplaceTimesteps(long[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.int64));
+
+    protected void ReplaceTimesteps(float[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float32));
+
+    protected void ReplaceTimesteps(double[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float64));
+
+    protected void CheckInferenceSteps(int numInferenceSteps, int trainTimesteps)
+    {
+        if (numInferenceSteps < 1)
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, $"{ClassName}: at least one inference step is needed.");
+        if (numInferenceSteps > trainTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps,
+                $"{ClassName}: cannot take more inference steps than the {trainTimesteps} training timesteps.");
+    }
+
+    protected void CheckStepIndex(int stepIndex)
+    {
+        int count = StepCount;
+        if (stepIndex < 0 || stepIndex >= count)
+            throw new ArgumentOutOfRangeException(nameof(stepIndex), stepIndex, $"{ClassName}: the schedule has {count} steps.");
+    }
+
+    /// <summary>alphas_cumprod[t] for the per-step float32 scalar arithmetic.</summary>
+    protected float AlphaProd(long timestep) => Schedule.AlphasCumprod[timestep];
+
+    /// <summary>The timestep tensor is made when first asked for, so that constructors own no native memory.</summary>
+    private void ReplaceTimesteps(int count, Func<torch.Tensor> create)
+    {
+        _timesteps?.Dispose();
+        _timesteps = null;
+        _createTimesteps = create;
+        _stepCount = count;
+    }
+
+    private InvalidOperationException NoTimesteps() => new($"{ClassName}: call SetTimesteps before using the timesteps.");
+}
