@@ -19,22 +19,32 @@ internal static class ImageFiles
 
     public static bool HasImageExtension(string path) => Extensions.Contains(Path.GetExtension(path).ToLowerInvariant());
 
-    public static Image<Rgb24> LoadRgb(string path)
+    /// <summary>Checks an image from its header only (exists, not empty, a known format, not a decompression bomb).</summary>
+    public static void Probe(string path)
     {
         var info = new FileInfo(path);
         if (!info.Exists)
             throw new InvalidImageException(path, "the file does not exist");
         if (info.Length == 0)
             throw new InvalidImageException(path, "the file is empty");
-
         try
         {
-            using var stream = File.OpenRead(path);
-            var header = Image.Identify(stream) ?? throw new InvalidImageException(path, "not an image in a format StableLora reads (png, jpg, webp, bmp, gif)");
+            var header = Image.Identify(path) ?? throw new InvalidImageException(path, "not an image in a format StableLora reads (png, jpg, webp, bmp, gif)");
             if ((long)header.Width * header.Height > MaxPixels)
                 throw new InvalidImageException(path, $"{header.Width}x{header.Height} is more than {MaxPixels / 1024 / 1024} megapixels");
-            stream.Position = 0;
-            using var decoded = Image.Load<Rgba32>(stream);
+        }
+        catch (Exception e) when (e is UnknownImageFormatException or InvalidImageContentException or ImageFormatException or NotSupportedException or IOException)
+        {
+            throw new InvalidImageException(path, $"cannot read the image header ({e.Message})", e);
+        }
+    }
+
+    public static Image<Rgb24> LoadRgb(string path)
+    {
+        Probe(path);
+        try
+        {
+            using var decoded = Image.Load<Rgba32>(path);
             using var firstFrame = decoded.Frames.Count > 1 ? decoded.Frames.CloneFrame(0) : decoded.Clone();
             firstFrame.Mutate(x => x.AutoOrient());
             return OverWhite(firstFrame);

@@ -39,6 +39,11 @@ public sealed class SketchDataset : IImageDataset
     /// <inheritdoc />
     public string NameOf(int index) => _files[index];
 
+    /// <summary>Checks image <paramref name="index"/> from its header, without decoding its pixels.</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    /// <exception cref="InvalidImageException">The file is empty, not an image, or too large.</exception>
+    public void Probe(int index) => ImageFiles.Probe(_files[index]);
+
     /// <inheritdoc />
     public TrainingImage Load(int index)
     {

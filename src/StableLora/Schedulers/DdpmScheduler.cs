@@ -50,6 +50,9 @@ internal sealed class DdpmScheduler : SchedulerBase
 
     public override double InitNoiseSigma => 1.0;
 
+    /// <summary>The number of training timesteps (<c>num_train_timesteps</c>); training draws timesteps in [0, this).</summary>
+    public int TrainTimesteps => _trainSteps;
+
     public override void SetTimesteps(int numInferenceSteps)
     {
         CheckInferenceSteps(numInferenceSteps, _trainSteps);

@@ -15,11 +15,14 @@ internal sealed class ClipTextModel : nn.Module
     public ClipTextModel(ClipTextConfig config, TensorSpec spec) : base("CLIPTextModel")
     {
         Config = config;
+        Spec = spec;
         text_model = new ClipTextTransformer(config, spec);
         RegisterComponents();
     }
 
     public ClipTextConfig Config { get; }
+
+    public TensorSpec Spec { get; }
 
     /// <summary>The state-dict key of the position-id buffer, which files may or may not contain.</summary>
     public const string PositionIdsKey = "text_model.embeddings.position_ids";

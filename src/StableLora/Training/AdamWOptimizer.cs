@@ -37,10 +37,10 @@ internal sealed class AdamWOptimizer : IDisposable
         double stepSize = learningRate / biasCorrection1;
         foreach (var (name, parameter) in _parameters)
         {
+            using var scope = NewDisposeScope();
             var grad = parameter.grad;
             if (grad is null)
                 continue;
-            using var scope = NewDisposeScope();
             var moments = MomentsOf(name, parameter);
             parameter.mul_(1 - learningRate * Settings.WeightDecay);
             moments.ExpAvg.mul_(beta1).add_(grad, alpha: 1 - beta1);
@@ -130,11 +130,11 @@ internal static class GradientClipping
 {
     public static double ClipByTotalNorm(IEnumerable<Parameter> parameters, double maxNorm)
     {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
         if (grads.Count == 0)
             return 0;
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
         var norms = stack(grads.Select(g => g.norm(2.0f)).ToList());
         var total = norms.norm(2.0f);
         double totalNorm = total.item<float>();

@@ -19,6 +19,7 @@ internal sealed class AutoencoderKL : nn.Module
     public AutoencoderKL(AutoencoderKLConfig config, TensorSpec spec) : base(nameof(AutoencoderKL))
     {
         Config = config;
+        Spec = spec;
         encoder = new VaeEncoder(config, spec);
         decoder = new VaeDecoder(config, spec);
         quant_conv = new Conv2d(2 * config.LatentChannels, 2 * config.LatentChannels, 1, spec);
@@ -27,6 +28,8 @@ internal sealed class AutoencoderKL : nn.Module
     }
 
     public AutoencoderKLConfig Config { get; }
+
+    public TensorSpec Spec { get; }
 
     /// <summary>The encoder's raw output (2 x latent channels, before <c>quant_conv</c>).</summary>
     public Tensor EncoderOutput(Tensor images) => encoder.Forward(images);

@@ -1,0 +1,63 @@
+using static TorchSharp.torch;
+
+namespace StableLora;
+
+/// <summary>
+/// The settings of one text-to-image call, with diffusers' <c>StableDiffusionPipeline</c> defaults. Everything is
+/// checked when <see cref="StableDiffusionGenerator.Generate"/> is called.
+/// </summary>
+public sealed record GenerationOptions
+{
+    /// <summary>What the image should not show (classifier-free guidance's unconditional prompt); null means "".</summary>
+    public string? NegativePrompt { get; init; }
+
+    /// <summary>Image width in pixels, a multiple of the VAE factor (8 for SD); null: the model's default (512 for SD 1.5).</summary>
+    public int? Width { get; init; }
+
+    /// <summary>Image height in pixels, a multiple of the VAE factor (8 for SD); null: the model's default.</summary>
+    public int? Height { get; init; }
+
+    /// <summary>Denoising steps.</summary>
+    /// <value>The default value is 50 (diffusers' default).</value>
+    public int Steps { get; init; } = 50;
+
+    /// <summary>Classifier-free guidance scale; at 1 or below no unconditional pass is made.</summary>
+    /// <value>The default value is 7.5.</value>
+    public double GuidanceScale { get; init; } = 7.5;
+
+    /// <summary>Images per call (one random draw for the whole batch, as diffusers' num_images_per_prompt).</summary>
+    /// <value>The default value is 1.</value>
+    public int ImageCount { get; init; } = 1;
+
+    /// <summary>
+    /// The seed of <c>torch.Generator("cpu").manual_seed(seed)</c>: on the CPU in float32 the same seed, scheduler, steps,
+    /// guidance and size give diffusers' image. Null draws a fresh seed (reported in the result).
+    /// </summary>
+    public ulong? Seed { get; init; }
+
+    /// <summary>Start from these latents [count, 4, height/8, width/8] instead of drawing them (diffusers' <c>latents=</c>).</summary>
+    public Tensor? InitialLatents { get; init; }
+
+    /// <summary>Multiplies every LoRA's weight (diffusers' <c>cross_attention_kwargs={"scale": s}</c>).</summary>
+    /// <value>The default value is 1.</value>
+    public double LoraScale { get; init; } = 1.0;
+}
+
+/// <summary>A snapshot of generation progress after each denoising step.</summary>
+/// <param name="Step">Steps done (1 after the first).</param>
+/// <param name="TotalSteps">Steps in this call (PNDM takes one more than asked, as in diffusers).</param>
+/// <param name="Elapsed">Time since the call started.</param>
+public readonly record struct GenerationProgress(int Step, int TotalSteps, TimeSpan Elapsed);
+
+/// <summary>The precision the generator's models compute in.</summary>
+public enum ModelDType
+{
+    /// <summary>float32: exact parity with diffusers on the CPU.</summary>
+    Float32,
+
+    /// <summary>float16 (GPU). The VAE decodes in float32 unless asked otherwise (SD's VAE overflows in fp16).</summary>
+    Float16,
+
+    /// <summary>bfloat16.</summary>
+    BFloat16,
+}

@@ -1,0 +1,84 @@
+using System.Globalization;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.PixelFormats;
+using static TorchSharp.torch;
+
+namespace StableLora;
+
+/// <summary>The images of one <see cref="StableDiffusionGenerator.Generate"/> call and what made them.</summary>
+public sealed class GenerationResult : IDisposable
+{
+    internal GenerationResult(Tensor images, ulong seed, GenerationParameters parameters)
+    {
+        Images = images;
+        Seed = seed;
+        Parameters = parameters;
+    }
+
+    /// <summary>The images as float32 [count, height, width, 3] in [0, 1] on the CPU (diffusers' <c>output_type="np"</c>).</summary>
+    public Tensor Images { get; }
+
+    /// <summary>How many images there are.</summary>
+    public int Count => (int)Images.shape[0];
+
+    /// <summary>The seed used (drawn at random when none was given).</summary>
+    public ulong Seed { get; }
+
+    /// <summary>Prompt, settings and model, as written into saved PNGs.</summary>
+    public GenerationParameters Parameters { get; }
+
+    /// <summary>
+    /// Image <paramref name="index"/> as 8-bit RGB, quantised as diffusers' <c>numpy_to_pil</c> does:
+    /// round(x * 255) with ties to even.
+    /// </summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    public Image<Rgb24> ToImage(int index)
+    {
+        using var scope = NewDisposeScope();
+        var levels = (Images[index] * 255f).round().clamp(0, 255).to(ScalarType.Byte).contiguous();
+        int height = (int)levels.shape[0], width = (int)levels.shape[1];
+        return Image.LoadPixelData<Rgb24>(levels.bytes.ToArray(), width, height);
+    }
+
+    /// <summary>Writes image <paramref name="index"/> as a PNG with the A1111 <c>parameters</c> text chunk.</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    /// <param name="path">The file to write (folders are created).</param>
+    public void SavePng(int index, string path)
+    {
+        using var image = ToImage(index);
+        var png = image.Metadata.GetPngMetadata();
+        png.TextData.Add(new PngTextData(GenerationParameters.PngKeyword, Parameters.ToA1111Text(), "", ""));
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (directory is not null)
+            Directory.CreateDirectory(directory);
+        IO.AtomicFile.Write(path, stream => image.SaveAsPng(stream, new PngEncoder { TextCompressionThreshold = int.MaxValue }));
+    }
+
+    /// <summary>Writes every image as <c>&lt;seed&gt;-&lt;index&gt;.png</c> into <paramref name="directory"/>; returns the paths.</summary>
+    /// <param name="directory">The output folder.</param>
+    public IReadOnlyList<string> SaveAll(string directory)
+    {
+        var paths = new List<string>();
+        for (int i = 0; i < Count; i++)
+        {
+            string path = Path.Combine(directory, $"{Seed.ToString(CultureInfo.InvariantCulture)}-{i}.png");
+            SavePng(i, path);
+            paths.Add(path);
+        }
+
+        return paths;
+    }
+
+    /// <summary>Reads the A1111 <c>parameters</c> of a PNG written by StableLora (or AUTOMATIC1111), or null when it has none.</summary>
+    /// <param name="path">The PNG file.</param>
+    public static GenerationParameters? ReadParameters(string path)
+    {
+        using var image = Image.Load(path);
+        var text = image.Metadata.GetPngMetadata().TextData.FirstOrDefault(t => t.Keyword == GenerationParameters.PngKeyword);
+        return text.Value is null ? null : GenerationParameters.Parse(text.Value);
+    }
+
+    /// <summary>Releases the image tensor.</summary>
+    public void Dispose() => Images.Dispose();
+}

@@ -1,0 +1,268 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StableLora.Data;
+using StableLora.Training;
+
+namespace StableLora;
+
+/// <summary>
+/// Builds a <see cref="LoraTrainer"/>: the seed's train.py as a fluent API. Every setting of the seed's config.py is a
+/// <c>With*</c> method; <see cref="Build"/> checks them all and reports every problem at once. A builder builds once.
+/// </summary>
+/// <example>
+/// <code>
+/// var trainer = LoraTrainingBuilder.FromPretrained("runwayml/stable-diffusion-v1-5")
+///     .WithDataset("sketches")
+///     .WithCaption("a sketch")
+///     .WithRank(4)
+///     .WithMaxSteps(1000)
+///     .WithMixedPrecision(MixedPrecision.Bf16)
+///     .WithProgress(new Progress&lt;TrainingProgress&gt;(p => Console.WriteLine($"{p.Step}/{p.MaxSteps} loss {p.SmoothedLoss:F4}")))
+///     .Build();
+/// TrainingResult result = await trainer.TrainAsync();
+/// </code>
+/// </example>
+public sealed class LoraTrainingBuilder
+{
+    private readonly List<ITrainingObserver> _observers = new();
+    private LoraTrainingOptions _options;
+    private IImageDataset? _dataset;
+    private ILogger _logger = NullLogger.Instance;
+    private IProgress<TrainingProgress>? _progress;
+    private bool _built;
+    private TrainingHooks? _hooks;
+
+    private LoraTrainingBuilder(LoraTrainingOptions options)
+    {
+        _options = options;
+    }
+
+    /// <summary>Starts a builder for a base model: a diffusers folder (a single-file checkpoint or hub id where supported).</summary>
+    /// <param name="model">The base model.</param>
+    public static LoraTrainingBuilder FromPretrained(string model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return new LoraTrainingBuilder(new LoraTrainingOptions { Model = model });
+    }
+
+    /// <summary>Starts a builder from a complete options record (for example one loaded from a checkpoint's <c>options.json</c>).</summary>
+    /// <param name="options">The options.</param>
+    public static LoraTrainingBuilder FromOptions(LoraTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new LoraTrainingBuilder(options);
+    }
+
+    /// <summary>Train on the images of a folder (png, jpg, jpeg, webp, bmp, gif).</summary>
+    /// <param name="directory">The folder.</param>
+    public LoraTrainingBuilder WithDataset(string directory) => Set(o => o with { DataDirectory = directory });
+
+    /// <summary>Train on images from any source.</summary>
+    /// <param name="dataset">The images.</param>
+    public LoraTrainingBuilder WithDataset(IImageDataset dataset)
+    {
+        ArgumentNullException.ThrowIfNull(dataset);
+        _dataset = dataset;
+        return this;
+    }
+
+    /// <summary>The caption of every image (the seed's training caption).</summary>
+    /// <param name="caption">The caption; may be empty.</param>
+    /// <param name="useCaptionFiles">Prefer an <c>image.txt</c> beside an image as its caption (kohya convention).</param>
+    public LoraTrainingBuilder WithCaption(string caption, bool useCaptionFiles = false) =>
+        Set(o => o with { Caption = caption, UseCaptionFiles = useCaptionFiles });
+
+    /// <summary>The LoRA rank.</summary>
+    /// <param name="rank">At least 1.</param>
+    public LoraTrainingBuilder WithRank(int rank) => Set(o => o with { Rank = rank });
+
+    /// <summary>The LoRA alpha (scale = alpha / rank); without it alpha = rank, as the seed.</summary>
+    /// <param name="alpha">A positive number.</param>
+    public LoraTrainingBuilder WithAlpha(double alpha) => Set(o => o with { Alpha = alpha });
+
+    /// <summary>Which projections and attentions get LoRA layers, and their dropout.</summary>
+    /// <param name="targets">Projections (default: all four).</param>
+    /// <param name="attentionKinds">Self-, cross- or all attentions (default: all).</param>
+    /// <param name="dropout">Dropout on the layers' input while training.</param>
+    public LoraTrainingBuilder WithLoraTargets(LoraTargets targets, LoraAttentionKinds attentionKinds = LoraAttentionKinds.All, double dropout = 0) =>
+        Set(o => o with { Targets = targets, AttentionKinds = attentionKinds, LoraDropout = dropout });
+
+    /// <summary>The training image size (square, a multiple of 8).</summary>
+    /// <param name="pixels">The side in pixels.</param>
+    /// <param name="randomCrop">Crop at random positions instead of the centre.</param>
+    /// <param name="randomFlip">Mirror images at random.</param>
+    public LoraTrainingBuilder WithResolution(int pixels, bool randomCrop = false, bool randomFlip = false) =>
+        Set(o => o with { Resolution = pixels, RandomCrop = randomCrop, RandomFlip = randomFlip });
+
+    /// <summary>Images per micro-batch.</summary>
+    /// <param name="batchSize">At least 1.</param>
+    public LoraTrainingBuilder WithBatchSize(int batchSize) => Set(o => o with { BatchSize = batchSize });
+
+    /// <summary>The peak learning rate.</summary>
+    /// <param name="learningRate">A positive number.</param>
+    public LoraTrainingBuilder WithLearningRate(double learningRate) => Set(o => o with { LearningRate = learningRate });
+
+    /// <summary>How many optimizer steps to train for.</summary>
+    /// <param name="maxSteps">At least 1.</param>
+    public LoraTrainingBuilder WithMaxSteps(int maxSteps) => Set(o => o with { MaxSteps = maxSteps });
+
+    /// <summary>Linear warm-up steps of the cosine schedule.</summary>
+    /// <param name="warmupSteps">0 to MaxSteps.</param>
+    public LoraTrainingBuilder WithWarmupSteps(int warmupSteps) => Set(o => o with { WarmupSteps = warmupSteps });
+
+    /// <summary>Write a checkpoint every this many steps.</summary>
+    /// <param name="steps">0: only at the end.</param>
+    /// <param name="keepLast">Keep only this many newest checkpoints; null keeps all.</param>
+    public LoraTrainingBuilder WithCheckpointEvery(int steps, int? keepLast = null) =>
+        Set(o => o with { CheckpointEvery = steps, KeepLastCheckpoints = keepLast });
+
+    /// <summary>The precision of the frozen models.</summary>
+    /// <param name="precision">No, Fp16 or Bf16.</param>
+    /// <param name="vaeInFloat32">Keep the VAE in float32 under Fp16 (recommended: SD's VAE overflows in fp16).</param>
+    public LoraTrainingBuilder WithMixedPrecision(MixedPrecision precision, bool vaeInFloat32 = true) =>
+        Set(o => o with { MixedPrecision = precision, VaeInFloat32 = vaeInFloat32 });
+
+    /// <summary>Where checkpoints and the final LoRA go.</summary>
+    /// <param name="directory">The output folder (created if missing).</param>
+    public LoraTrainingBuilder WithOutputDirectory(string directory) => Set(o => o with { OutputDirectory = directory });
+
+    /// <summary>The device: "auto", "cpu", "cuda" or "cuda:N".</summary>
+    /// <param name="device">The device name.</param>
+    public LoraTrainingBuilder WithDevice(string device) => Set(o => o with { Device = device });
+
+    /// <summary>The seed of every random draw.</summary>
+    /// <param name="seed">Any 64-bit value.</param>
+    public LoraTrainingBuilder WithSeed(ulong seed) => Set(o => o with { Seed = seed });
+
+    /// <summary>Sum gradients over this many micro-batches per optimizer step.</summary>
+    /// <param name="steps">At least 1.</param>
+    public LoraTrainingBuilder WithGradientAccumulation(int steps) => Set(o => o with { GradientAccumulationSteps = steps });
+
+    /// <summary>Clip the total gradient norm.</summary>
+    /// <param name="maxNorm">0 turns clipping off.</param>
+    public LoraTrainingBuilder WithMaxGradNorm(double maxNorm) => Set(o => o with { MaxGradNorm = maxNorm });
+
+    /// <summary>kohya's noise offset.</summary>
+    /// <param name="offset">0 turns it off.</param>
+    public LoraTrainingBuilder WithNoiseOffset(double offset) => Set(o => o with { NoiseOffset = offset });
+
+    /// <summary>Min-SNR-gamma loss weighting (5 is the usual value).</summary>
+    /// <param name="gamma">A positive number.</param>
+    public LoraTrainingBuilder WithMinSnrGamma(double gamma) => Set(o => o with { MinSnrGamma = gamma });
+
+    /// <summary>Encode each image to latents once and reuse them (no random crop or flip).</summary>
+    public LoraTrainingBuilder WithLatentCaching() => Set(o => o with { CacheLatents = true });
+
+    /// <summary>Skip images that cannot be read instead of failing, with a warning naming each.</summary>
+    public LoraTrainingBuilder WithSkippingUnreadableImages() => Set(o => o with { SkipUnreadableImages = true });
+
+    /// <summary>What to do when a step's loss is not finite.</summary>
+    /// <param name="policy">Skip the step (default) or stop.</param>
+    public LoraTrainingBuilder WithNonFiniteLossPolicy(NonFiniteLossPolicy policy) => Set(o => o with { OnNonFiniteLoss = policy });
+
+    /// <summary>Render a validation prompt with the current LoRA every <paramref name="everySteps"/> steps.</summary>
+    /// <param name="prompt">The prompt.</param>
+    /// <param name="everySteps">Steps between renders; 0 renders at checkpoints.</param>
+    public LoraTrainingBuilder WithValidationPrompt(string prompt, int everySteps = 0) =>
+        Set(o => o with { ValidationPrompt = prompt, ValidationEvery = everySteps });
+
+    /// <summary>Write TensorBoard scalars under <paramref name="directory"/>.</summary>
+    /// <param name="directory">The log folder.</param>
+    public LoraTrainingBuilder WithTensorBoard(string directory) => Set(o => o with { TensorBoardDirectory = directory });
+
+    /// <summary>Resume from a checkpoint folder, or "latest" for the newest in the output folder.</summary>
+    /// <param name="checkpoint">A checkpoint folder or "latest".</param>
+    public LoraTrainingBuilder WithResume(string checkpoint) => Set(o => o with { ResumeFrom = checkpoint });
+
+    /// <summary>Replaces any option with a function of the current options (for settings without a dedicated method).</summary>
+    /// <param name="change">Returns the changed options.</param>
+    public LoraTrainingBuilder WithOptions(Func<LoraTrainingOptions, LoraTrainingOptions> change)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        return Set(change);
+    }
+
+    /// <summary>Where the run logs (nothing by default).</summary>
+    /// <param name="logger">The logger.</param>
+    public LoraTrainingBuilder WithLogger(ILogger logger)
+    {
+        _logger = logger ?? throw new ArgumentNullException(nameof(logger));
+        return this;
+    }
+
+    /// <summary>Receives a <see cref="TrainingProgress"/> after every step.</summary>
+    /// <param name="progress">The receiver (a <see cref="Progress{T}"/> marshals to its thread).</param>
+    public LoraTrainingBuilder WithProgress(IProgress<TrainingProgress> progress)
+    {
+        _progress = progress ?? throw new ArgumentNullException(nameof(progress));
+        return this;
+    }
+
+    /// <summary>Adds an observer (start, steps, checkpoints, validation images, end, failure); several may be added.</summary>
+    /// <param name="observer">The observer.</param>
+    public LoraTrainingBuilder WithObserver(ITrainingObserver observer)
+    {
+        ArgumentNullException.ThrowIfNull(observer);
+        _observers.Add(observer);
+        return this;
+    }
+
+    internal LoraTrainingBuilder WithHooks(TrainingHooks hooks)
+    {
+        _hooks = hooks;
+        return this;
+    }
+
+    /// <summary>Checks every option and returns the trainer.</summary>
+    /// <exception cref="InvalidOptionsException">One or more options are invalid; every problem is listed, naming the option and value.</exception>
+    /// <exception cref="InvalidOperationException">The builder was already built.</exception>
+    public LoraTrainer Build()
+    {
+        if (_built)
+            throw new InvalidOperationException("this builder has already built a trainer; start a new one");
+        var errors = _options.Validate(_dataset is not null);
+        if (errors.Count > 0)
+            throw new InvalidOptionsException(errors);
+        _built = true;
+        return new LoraTrainer(_options, new TrainingRun(_options, _dataset, _logger, _progress, _observers.ToArray(), _hooks));
+    }
+
+    private LoraTrainingBuilder Set(Func<LoraTrainingOptions, LoraTrainingOptions> change)
+    {
+        if (_built)
+            throw new InvalidOperationException("this builder has already built a trainer; start a new one");
+        _options = change(_options);
+        return this;
+    }
+}
+
+/// <summary>A configured LoRA training run. Create it with <see cref="LoraTrainingBuilder"/>.</summary>
+public sealed class LoraTrainer
+{
+    private readonly TrainingRun _run;
+    private int _started;
+
+    internal LoraTrainer(LoraTrainingOptions options, TrainingRun run)
+    {
+        Options = options;
+        _run = run;
+    }
+
+    /// <summary>The options this trainer runs with.</summary>
+    public LoraTrainingOptions Options { get; }
+
+    /// <summary>
+    /// Trains on a background thread until <see cref="LoraTrainingOptions.MaxSteps"/> or cancellation. Cancellation is
+    /// honoured after the current step: a checkpoint is saved, the LoRA is written, and the result says it was cancelled.
+    /// </summary>
+    /// <param name="cancellationToken">Stops training after the current step.</param>
+    /// <exception cref="InvalidOperationException">The trainer was already started.</exception>
+    /// <exception cref="InvalidModelFileException">The model or a checkpoint cannot be loaded.</exception>
+    /// <exception cref="TrainingFailedException">A step failed (non-finite loss with the Stop policy).</exception>
+    public Task<TrainingResult> TrainAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _started, 1) == 1)
+            throw new InvalidOperationException("this trainer has already been started");
+        return Task.Run(() => _run.RunAsync(cancellationToken), CancellationToken.None);
+    }
+}

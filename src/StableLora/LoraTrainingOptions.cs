@@ -1,0 +1,270 @@
+using System.Globalization;
+using StableLora.Data;
+
+namespace StableLora;
+
+/// <summary>
+/// Every setting of a LoRA training run, immutable. Built by <see cref="LoraTrainingBuilder"/>, which checks it;
+/// defaults are the seed's (train.py / config.py) and, where the seed gives none, diffusers' training scripts'.
+/// </summary>
+public sealed record LoraTrainingOptions
+{
+    /// <summary>The base model: a diffusers folder, a single-file checkpoint, or a Hugging Face hub id (the seed's MODEL_ID).</summary>
+    /// <value>The default value is "runwayml/stable-diffusion-v1-5".</value>
+    public string Model { get; init; } = Defaults.Model;
+
+    /// <summary>The folder of training images (ignored when a dataset object is given to the builder).</summary>
+    public string? DataDirectory { get; init; }
+
+    /// <summary>Where checkpoints and the final LoRA go.</summary>
+    /// <value>The default value is "output".</value>
+    public string OutputDirectory { get; init; } = Defaults.OutputDirectory;
+
+    /// <summary>"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".</summary>
+    /// <value>The default value is "auto".</value>
+    public string Device { get; init; } = Defaults.Device;
+
+    /// <summary>The training image size in pixels (square); a multiple of 8.</summary>
+    /// <value>The default value is 512.</value>
+    public int Resolution { get; init; } = Defaults.Resolution;
+
+    /// <summary>Images per micro-batch.</summary>
+    /// <value>The default value is 1.</value>
+    public int BatchSize { get; init; } = Defaults.BatchSize;
+
+    /// <summary>The peak learning rate of AdamW.</summary>
+    /// <value>The default value is 1e-4.</value>
+    public double LearningRate { get; init; } = Defaults.LearningRate;
+
+    /// <summary>Optimizer steps to train for.</summary>
+    /// <value>The default value is 1000.</value>
+    public int MaxSteps { get; init; } = Defaults.MaxSteps;
+
+    /// <summary>Linear warm-up steps of the cosine schedule.</summary>
+    /// <value>The default value is 100.</value>
+    public int WarmupSteps { get; init; } = Defaults.WarmupSteps;
+
+    /// <summary>The LoRA rank.</summary>
+    /// <value>The default value is 4.</value>
+    public int Rank { get; init; } = Defaults.Rank;
+
+    /// <summary>The LoRA alpha (each layer adds alpha / rank x its output); null means alpha = rank, as the seed.</summary>
+    public double? Alpha { get; init; }
+
+    /// <summary>Which attention projections get LoRA layers.</summary>
+    /// <value>The default value is <see cref="LoraTargets.All"/> (the seed's to_q, to_k, to_v, to_out.0).</value>
+    public LoraTargets Targets { get; init; } = LoraTargets.All;
+
+    /// <summary>Which attentions get LoRA layers.</summary>
+    /// <value>The default value is <see cref="LoraAttentionKinds.All"/>.</value>
+    public LoraAttentionKinds AttentionKinds { get; init; } = LoraAttentionKinds.All;
+
+    /// <summary>Dropout on the LoRA layers' input while training.</summary>
+    /// <value>The default value is 0.</value>
+    public double LoraDropout { get; init; }
+
+    /// <summary>Write a checkpoint every this many steps (0: only at the end).</summary>
+    /// <value>The default value is 500.</value>
+    public int CheckpointEvery { get; init; } = Defaults.CheckpointEvery;
+
+    /// <summary>Keep only the newest this many checkpoints (null: keep all).</summary>
+    public int? KeepLastCheckpoints { get; init; }
+
+    /// <summary>The precision of the frozen models.</summary>
+    /// <value>The default value is <see cref="StableLora.MixedPrecision.No"/>.</value>
+    public MixedPrecision MixedPrecision { get; init; } = MixedPrecision.No;
+
+    /// <summary>Keep the VAE in float32 under fp16 mixed precision (SD's VAE overflows in fp16).</summary>
+    /// <value>The default value is true.</value>
+    public bool VaeInFloat32 { get; init; } = true;
+
+    /// <summary>The caption of every image (the seed's static caption).</summary>
+    /// <value>The default value is "a sketch".</value>
+    public string Caption { get; init; } = Defaults.Caption;
+
+    /// <summary>Use <c>image.txt</c> beside <c>image.png</c> as that image's caption when present (kohya convention).</summary>
+    public bool UseCaptionFiles { get; init; }
+
+    /// <summary>Look for images in sub-folders of the data directory too.</summary>
+    public bool RecursiveDataset { get; init; }
+
+    /// <summary>Crop training images at a random position (else the centre).</summary>
+    public bool RandomCrop { get; init; }
+
+    /// <summary>Mirror training images horizontally at random.</summary>
+    public bool RandomFlip { get; init; }
+
+    /// <summary>Skip images that cannot be read (with a warning naming each) instead of failing.</summary>
+    public bool SkipUnreadableImages { get; init; }
+
+    /// <summary>Encode every image to latents once and reuse them (only with no random crop or flip).</summary>
+    public bool CacheLatents { get; init; }
+
+    /// <summary>The seed of every random draw (data order, noise, timesteps, LoRA initialisation).</summary>
+    /// <value>The default value is 42.</value>
+    public ulong Seed { get; init; } = Defaults.Seed;
+
+    /// <summary>Micro-batches whose gradients are summed before each optimizer step.</summary>
+    /// <value>The default value is 1.</value>
+    public int GradientAccumulationSteps { get; init; } = 1;
+
+    /// <summary>Clip the total gradient norm to this (0: no clipping).</summary>
+    /// <value>The default value is 1.0 (diffusers' training scripts).</value>
+    public double MaxGradNorm { get; init; } = Defaults.MaxGradNorm;
+
+    /// <summary>kohya's noise offset: adds offset x N(0,1) per (image, channel) to the noise.</summary>
+    public double NoiseOffset { get; init; }
+
+    /// <summary>Min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE as the seed.</summary>
+    public double? MinSnrGamma { get; init; }
+
+    /// <summary>A prompt to render with the current LoRA every <see cref="ValidationEvery"/> steps (null: none).</summary>
+    public string? ValidationPrompt { get; init; }
+
+    /// <summary>Steps between validation renders (0: only at checkpoints).</summary>
+    public int ValidationEvery { get; init; }
+
+    /// <summary>Write TensorBoard scalars (loss, learning rate) under this folder; null: none.</summary>
+    public string? TensorBoardDirectory { get; init; }
+
+    /// <summary>Resume from this checkpoint folder, or "latest" for the newest in the output directory; null: start fresh.</summary>
+    public string? ResumeFrom { get; init; }
+
+    /// <summary>What to do when a step's loss is NaN or infinite.</summary>
+    /// <value>The default value is <see cref="NonFiniteLossPolicy.SkipStep"/>.</value>
+    public NonFiniteLossPolicy OnNonFiniteLoss { get; init; } = NonFiniteLossPolicy.SkipStep;
+
+    /// <summary>The defaults, for documentation and the CLI.</summary>
+    public static class Defaults
+    {
+        /// <summary>The seed's MODEL_ID.</summary>
+        public const string Model = "runwayml/stable-diffusion-v1-5";
+
+        /// <summary>The output folder.</summary>
+        public const string OutputDirectory = "output";
+
+        /// <summary>Device selection.</summary>
+        public const string Device = "auto";
+
+        /// <summary>Image size.</summary>
+        public const int Resolution = 512;
+
+        /// <summary>Batch size.</summary>
+        public const int BatchSize = 1;
+
+        /// <summary>Learning rate.</summary>
+        public const double LearningRate = 1e-4;
+
+        /// <summary>Training steps.</summary>
+        public const int MaxSteps = 1000;
+
+        /// <summary>Warm-up steps.</summary>
+        public const int WarmupSteps = 100;
+
+        /// <summary>LoRA rank.</summary>
+        public const int Rank = 4;
+
+        /// <summary>Checkpoint interval.</summary>
+        public const int CheckpointEvery = 500;
+
+        /// <summary>Training caption.</summary>
+        public const string Caption = "a sketch";
+
+        /// <summary>Random seed.</summary>
+        public const ulong Seed = 42;
+
+        /// <summary>Gradient clipping norm.</summary>
+        public const double MaxGradNorm = 1.0;
+    }
+
+    /// <summary>Every problem with these options, each naming the option and value (empty when they are usable).</summary>
+    /// <param name="hasDatasetObject">True when the builder was given an <see cref="IImageDataset"/>, so no data folder is needed.</param>
+    internal IReadOnlyList<OptionError> Validate(bool hasDatasetObject)
+    {
+        var errors = new List<OptionError>();
+        void Check(bool ok, string option, object? value, string message)
+        {
+            if (!ok)
+                errors.Add(new OptionError(option, Format(value), message));
+        }
+
+        Check(!string.IsNullOrWhiteSpace(Model), nameof(Model), Model, "a model folder, checkpoint file or hub id is needed");
+        if (!hasDatasetObject)
+        {
+            Check(!string.IsNullOrWhiteSpace(DataDirectory), nameof(DataDirectory), DataDirectory, "a folder of training images (or a dataset object) is needed");
+            if (!string.IsNullOrWhiteSpace(DataDirectory))
+                Check(System.IO.Directory.Exists(DataDirectory), nameof(DataDirectory), DataDirectory, "the folder does not exist");
+        }
+
+        Check(!string.IsNullOrWhiteSpace(OutputDirectory), nameof(OutputDirectory), OutputDirectory, "an output folder is needed");
+        if (!string.IsNullOrWhiteSpace(OutputDirectory))
+            Check(!File.Exists(OutputDirectory), nameof(OutputDirectory), OutputDirectory, "this is a file, not a folder");
+        Check(Pipeline.DeviceSpec.TryParse(Device, out _), nameof(Device), Device, "expected auto, cpu, cuda or cuda:N");
+        Check(Resolution >= 8 && Resolution % 8 == 0, nameof(Resolution), Resolution, "must be a positive multiple of 8");
+        Check(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a positive number");
+        Check(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1");
+        Check(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
+        Check(WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(Rank >= 1, nameof(Rank), Rank, "must be at least 1");
+        Check(Alpha is null || (Alpha > 0 && double.IsFinite(Alpha.Value)), nameof(Alpha), Alpha, "must be a positive number");
+        Check(Targets != LoraTargets.None && (Targets & ~LoraTargets.All) == 0, nameof(Targets), Targets, "choose at least one of Query, Key, Value, Output");
+        Check(Enum.IsDefined(AttentionKinds), nameof(AttentionKinds), AttentionKinds, "unknown value");
+        Check(LoraDropout is >= 0 and < 1, nameof(LoraDropout), LoraDropout, "must be in [0, 1)");
+        Check(CheckpointEvery >= 0, nameof(CheckpointEvery), CheckpointEvery, "must not be negative (0: only at the end)");
+        Check(KeepLastCheckpoints is null || KeepLastCheckpoints >= 1, nameof(KeepLastCheckpoints), KeepLastCheckpoints, "must be at least 1");
+        Check(Enum.IsDefined(MixedPrecision), nameof(MixedPrecision), MixedPrecision, "expected No, Fp16 or Bf16");
+        Check(Caption is not null, nameof(Caption), Caption, "a caption is needed (it may be empty)");
+        Check(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
+        Check(MaxGradNorm >= 0 && double.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "must be 0 (off) or a positive number");
+        Check(NoiseOffset >= 0 && double.IsFinite(NoiseOffset), nameof(NoiseOffset), NoiseOffset, "must not be negative");
+        Check(MinSnrGamma is null || MinSnrGamma > 0, nameof(MinSnrGamma), MinSnrGamma, "must be a positive number");
+        Check(ValidationEvery >= 0, nameof(ValidationEvery), ValidationEvery, "must not be negative");
+        Check(!CacheLatents || (!RandomCrop && !RandomFlip), nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped or flipped");
+        Check(Enum.IsDefined(OnNonFiniteLoss), nameof(OnNonFiniteLoss), OnNonFiniteLoss, "unknown value");
+        return errors;
+    }
+
+    private static string? Format(object? value) => value switch
+    {
+        null => null,
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString(),
+    };
+}
+
+/// <summary>What to do when a training step's loss is NaN or infinite.</summary>
+public enum NonFiniteLossPolicy
+{
+    /// <summary>Skip the update (nothing non-finite reaches the LoRA), log the step and images, and go on.</summary>
+    SkipStep,
+
+    /// <summary>Stop training with an error naming the step and images; the last checkpoint is intact.</summary>
+    Stop,
+}
+
+/// <summary>One problem with an option.</summary>
+/// <param name="Option">The option's name (as on <see cref="LoraTrainingOptions"/>).</param>
+/// <param name="Value">The offending value as text, or null.</param>
+/// <param name="Message">Why it is not usable.</param>
+public sealed record OptionError(string Option, string? Value, string Message)
+{
+    /// <inheritdoc />
+    public override string ToString() => $"{Option} = {Value ?? "(none)"}: {Message}";
+}
+
+/// <summary>Options that cannot be used; lists every problem, each naming the option and value.</summary>
+public sealed class InvalidOptionsException : ArgumentException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="errors">Every problem found.</param>
+    public InvalidOptionsException(IReadOnlyList<OptionError> errors)
+        : base("Invalid training options: " + string.Join("; ", errors), errors.Count > 0 ? errors[0].Option : null)
+    {
+        Errors = errors;
+    }
+
+    /// <summary>Every problem found.</summary>
+    public IReadOnlyList<OptionError> Errors { get; }
+}

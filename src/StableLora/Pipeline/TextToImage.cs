@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using StableLora.AttentionProcessors;
+using StableLora.Diagnostics;
+using StableLora.Schedulers;
+using static TorchSharp.torch;
+
+namespace StableLora.Pipeline;
+
+/// <summary>
+/// diffusers' <c>StableDiffusionPipeline.__call__</c>: encode the prompt (and the negative prompt for classifier-free
+/// guidance, batched as [negative, positive]), draw the initial latents from a CPU generator seeded like
+/// <c>torch.Generator("cpu").manual_seed(seed)</c> and scale them by the scheduler's init sigma, denoise, decode with
+/// the VAE (latents / scaling factor), and map to [0, 1] NHWC float32.
+/// </summary>
+internal static class TextToImage
+{
+    public static (Tensor Images, ulong Seed, int Width, int Height) Run(StableDiffusionModel model, IScheduler scheduler, string prompt, GenerationOptions options,
+        VaeTiling? tiling, ILogger logger, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var (width, height) = CheckOptions(model, options);
+        var unet = model.Unet;
+        var device = unet.Spec.Device;
+        var dtype = unet.Spec.DType;
+        int count = options.ImageCount;
+        bool guided = options.GuidanceScale > 1.0;
+        var clock = Stopwatch.StartNew();
+
+        using var scope = NewDisposeScope();
+        using var inference = inference_mode();
+        WarnIfTruncated(model, prompt, "prompt", logger);
+        var conditioning = model.EncodePrompts(new[] { prompt }).to(dtype).repeat(count, 1, 1);
+        if (guided)
+        {
+            string negative = options.NegativePrompt ?? "";
+            WarnIfTruncated(model, negative, "negative prompt", logger);
+            var unconditional = model.EncodePrompts(new[] { negative }).to(dtype).repeat(count, 1, 1);
+            conditioning = cat(new[] { unconditional, conditioning }, 0);
+        }
+
+        scheduler.SetTimesteps(options.Steps);
+        ulong seed = options.Seed ?? (ulong)Random.Shared.NextInt64(0, uint.MaxValue);
+        using var generator = new Generator(seed, CPU);
+        long[] shape = { count, unet.Config.InChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
+        Tensor latents;
+        if (options.InitialLatents is { } given)
+        {
+            if (!given.shape.SequenceEqual(shape))
+                throw new ArgumentException($"InitialLatents has shape [{string.Join(", ", given.shape)}] but this call needs [{string.Join(", ", shape)}]", nameof(options));
+            latents = given.to(dtype, device) * scheduler.InitNoiseSigma;
+        }
+        else
+        {
+            // diffusers' randn_tensor draws on the generator's device (the CPU) in the model's dtype, then moves the result.
+            latents = randn(shape, dtype, CPU, generator: generator).to(device) * scheduler.InitNoiseSigma;
+        }
+
+        var attention = new AttentionOptions(options.LoraScale);
+        for (int i = 0; i < scheduler.StepCount; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var stepScope = NewDisposeScope();
+            var timestep = scheduler.TimestepAt(i).to(device);
+            var input = scheduler.ScaleModelInput(guided ? cat(new[] { latents, latents }, 0) : latents, i);
+            var noise = unet.Forward(input.to(dtype), timestep, conditioning, attention);
+            if (guided)
+            {
+                var halves = noise.chunk(2, 0);
+                noise = halves[0] + options.GuidanceScale * (halves[1] - halves[0]);
+            }
+
+            var step = scheduler.Step(noise, i, latents, generator);
+            step.PredOriginalSample?.Dispose();
+            latents = step.PrevSample.MoveToOuterDisposeScope();
+            progress?.Report(new GenerationProgress(i + 1, scheduler.StepCount, clock.Elapsed));
+        }
+
+        var images = Decode(model, latents, tiling);
+        return (images.MoveToOuterDisposeScope(), seed, width, height);
+    }
+
+    /// <summary>VAE decode of latents, then (x / 2 + 0.5).clamp(0, 1) as NHWC float32 on the CPU.</summary>
+    public static Tensor Decode(StableDiffusionModel model, Tensor latents, VaeTiling? tiling)
+    {
+        using var scope = NewDisposeScope();
+        var vae = model.Vae;
+        var scaled = (latents / vae.Config.ScalingFactor).to(vae.Spec.DType);
+        var decoded = tiling is null ? vae.Decode(scaled) : tiling.Decode(vae, scaled);
+        var images = (decoded.to(float32) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous();
+        return images.MoveToOuterDisposeScope();
+    }
+
+    private static (int Width, int Height) CheckOptions(StableDiffusionModel model, GenerationOptions options)
+    {
+        int factor = model.VaeScaleFactor;
+        int width = options.Width ?? model.DefaultImageSize;
+        int height = options.Height ?? model.DefaultImageSize;
+        if (width <= 0 || width % factor != 0)
+            throw new ArgumentException($"Width {width} must be a positive multiple of {factor} (the VAE's scale factor)", nameof(options));
+        if (height <= 0 || height % factor != 0)
+            throw new ArgumentException($"Height {height} must be a positive multiple of {factor} (the VAE's scale factor)", nameof(options));
+        if (options.Steps < 1)
+            throw new ArgumentException($"Steps {options.Steps} must be at least 1", nameof(options));
+        if (!(options.GuidanceScale >= 0) || double.IsInfinity(options.GuidanceScale))
+            throw new ArgumentException($"GuidanceScale {options.GuidanceScale.ToString(CultureInfo.InvariantCulture)} must be 0 or more", nameof(options));
+        if (options.ImageCount < 1)
+            throw new ArgumentException($"ImageCount {options.ImageCount} must be at least 1", nameof(options));
+        if (!double.IsFinite(options.LoraScale))
+            throw new ArgumentException("LoraScale must be a finite number", nameof(options));
+        return (width, height);
+    }
+
+    private static void WarnIfTruncated(StableDiffusionModel model, string text, string which, ILogger logger)
+    {
+        var tokens = model.Tokenizer.Encode(text);
+        if (tokens.Truncated)
+            Log.PromptTruncated(logger, which, tokens.DroppedTokenCount, model.Tokenizer.MaxLength);
+    }
+}

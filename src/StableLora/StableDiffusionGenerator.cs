@@ -1,0 +1,326 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StableLora.AttentionProcessors;
+using StableLora.Pipeline;
+using StableLora.Schedulers;
+using static TorchSharp.torch;
+
+namespace StableLora;
+
+/// <summary>
+/// Text-to-image generation with Stable Diffusion 1.x/2.x, with or without LoRAs, as diffusers'
+/// <c>StableDiffusionPipeline</c> computes it. Create one with <see cref="FromPretrained"/>; it holds the models until disposed.
+/// </summary>
+/// <example>
+/// <code>
+/// using var generator = StableDiffusionGenerator.FromPretrained("models/sd15")
+///     .WithScheduler(SchedulerKind.DpmSolverMultistep)
+///     .WithLora("output/lora_weights.pt", 0.8)
+///     .Build();
+/// using var result = generator.Generate("a sketch of a lighthouse", new GenerationOptions { Steps = 20, Seed = 1234 });
+/// result.SaveAll("images");
+/// </code>
+/// </example>
+public sealed class StableDiffusionGenerator : IDisposable
+{
+    private readonly StableDiffusionModel _model;
+    private readonly IScheduler _scheduler;
+    private readonly List<(LoraNetwork Network, LoraReference Reference)> _loras;
+    private readonly VaeTiling? _tiling;
+    private readonly ILogger _logger;
+    private readonly bool _ownsModel;
+    private readonly object _gate = new();
+    private string? _modelHash;
+
+    internal StableDiffusionGenerator(StableDiffusionModel model, IScheduler scheduler, List<(LoraNetwork, LoraReference)> loras, VaeTiling? tiling,
+        ILogger logger, bool ownsModel)
+    {
+        _model = model;
+        _scheduler = scheduler;
+        _loras = loras;
+        _tiling = tiling;
+        _logger = logger;
+        _ownsModel = ownsModel;
+    }
+
+    /// <summary>The scheduler (sampler) this generator uses.</summary>
+    public SchedulerKind Scheduler => _scheduler.Kind;
+
+    /// <summary>The default image size of the model (512 for SD 1.5).</summary>
+    public int DefaultImageSize => _model.DefaultImageSize;
+
+    internal StableDiffusionModel Model => _model;
+
+    /// <summary>Starts a builder for a base model (a diffusers folder).</summary>
+    /// <param name="model">The model folder.</param>
+    public static StableDiffusionGeneratorBuilder FromPretrained(string model) => new(model);
+
+    /// <summary>Generates images for <paramref name="prompt"/> (an empty prompt is allowed, as in diffusers).</summary>
+    /// <param name="prompt">What to draw; longer than 77 tokens is truncated with a logged warning.</param>
+    /// <param name="options">Size, steps, guidance, seed, ...; null for the defaults.</param>
+    /// <param name="progress">Receives a report after each denoising step.</param>
+    /// <param name="cancellationToken">Checked before each step.</param>
+    /// <exception cref="ArgumentException">An option is invalid (size not a multiple of 8, steps below 1, negative guidance, ...).</exception>
+    public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<GenerationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        lock (_gate)
+        {
+            var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
+            var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
+                width, height, _model.Name, ModelHash(), _loras.Select(l => l.Reference with { Weight = l.Reference.Weight * options.LoraScale }).ToList(),
+                $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
+            return new GenerationResult(images, seed, parameters);
+        }
+    }
+
+    /// <summary>Runs <see cref="Generate"/> on a background thread.</summary>
+    /// <param name="prompt">What to draw.</param>
+    /// <param name="options">Size, steps, guidance, seed, ...; null for the defaults.</param>
+    /// <param name="progress">Receives a report after each denoising step.</param>
+    /// <param name="cancellationToken">Checked before each step.</param>
+    public Task<GenerationResult> GenerateAsync(string prompt, GenerationOptions? options = null, IProgress<GenerationProgress>? progress = null,
+        CancellationToken cancellationToken = default) =>
+        Task.Run(() => Generate(prompt, options, progress, cancellationToken), cancellationToken);
+
+    /// <summary>Releases the models (when this generator loaded them) and the LoRAs.</summary>
+    public void Dispose()
+    {
+        foreach (var (network, _) in _loras)
+        {
+            network.Detach(_model.Unet);
+            network.Dispose();
+        }
+
+        _scheduler.Dispose();
+        if (_ownsModel)
+            _model.Dispose();
+    }
+
+    private string SamplerName()
+    {
+        string name = _scheduler.Kind switch
+        {
+            SchedulerKind.Pndm => "PLMS",
+            SchedulerKind.Ddim => "DDIM",
+            SchedulerKind.Ddpm => "DDPM",
+            SchedulerKind.EulerDiscrete => "Euler",
+            SchedulerKind.EulerAncestralDiscrete => "Euler a",
+            _ => "DPM++ 2M",
+        };
+        return _scheduler.Config.UseKarrasSigmas == true ? name + " Karras" : name;
+    }
+
+    /// <summary>A1111's short model hash: the first 10 hex digits of the sha256 of the UNet weights file (computed once).</summary>
+    private string? ModelHash()
+    {
+        if (_modelHash is not null)
+            return _modelHash;
+        string unet = Path.Combine(_model.Source, "unet");
+        if (!Directory.Exists(unet))
+            return null;
+        try
+        {
+            string file = WeightFiles.Locate(unet, WeightFiles.Diffusers, null, out _);
+            using var stream = File.OpenRead(file);
+            _modelHash = Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant()[..10];
+        }
+        catch (Exception e) when (e is IOException or InvalidModelFileException)
+        {
+            return null;
+        }
+
+        return _modelHash;
+    }
+}
+
+/// <summary>Configures a <see cref="StableDiffusionGenerator"/>.</summary>
+public sealed class StableDiffusionGeneratorBuilder
+{
+    private readonly string _model;
+    private readonly List<(string? Path, LoraWeights? Weights, double Weight)> _loras = new();
+    private SchedulerKind? _scheduler;
+    private bool _karras;
+    private string _device = "auto";
+    private ModelDType _dtype = ModelDType.Float32;
+    private bool _vaeInFloat32 = true;
+    private string? _variant;
+    private int? _tileSize;
+    private bool _tiling;
+    private int? _sliceSize;
+    private bool _slicing;
+    private ILogger _logger = NullLogger.Instance;
+
+    internal StableDiffusionGeneratorBuilder(string model)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+    }
+
+    /// <summary>The sampler; without it the model's own scheduler config decides (PNDM for SD 1.5).</summary>
+    /// <param name="kind">The scheduler.</param>
+    /// <param name="karrasSigmas">Use Karras sigmas (Euler and DPM-Solver++ only).</param>
+    public StableDiffusionGeneratorBuilder WithScheduler(SchedulerKind kind, bool karrasSigmas = false)
+    {
+        _scheduler = kind;
+        _karras = karrasSigmas;
+        return this;
+    }
+
+    /// <summary>The device: "auto", "cpu", "cuda" or "cuda:N".</summary>
+    /// <param name="device">The device name.</param>
+    public StableDiffusionGeneratorBuilder WithDevice(string device)
+    {
+        _device = device ?? throw new ArgumentNullException(nameof(device));
+        return this;
+    }
+
+    /// <summary>The precision of the models.</summary>
+    /// <param name="dtype">Float32 (exact), Float16 or BFloat16.</param>
+    /// <param name="vaeInFloat32">Keep the VAE in float32 under Float16 (SD's VAE overflows in fp16).</param>
+    public StableDiffusionGeneratorBuilder WithDType(ModelDType dtype, bool vaeInFloat32 = true)
+    {
+        _dtype = dtype;
+        _vaeInFloat32 = vaeInFloat32;
+        return this;
+    }
+
+    /// <summary>Prefer a weight-file variant (e.g. "fp16": <c>diffusion_pytorch_model.fp16.safetensors</c>).</summary>
+    /// <param name="variant">The variant name.</param>
+    public StableDiffusionGeneratorBuilder WithVariant(string variant)
+    {
+        _variant = variant;
+        return this;
+    }
+
+    /// <summary>Adds a LoRA file (any supported format) with a weight; may be called several times.</summary>
+    /// <param name="path">The LoRA file.</param>
+    /// <param name="weight">Its weight (1 = as trained).</param>
+    public StableDiffusionGeneratorBuilder WithLora(string path, double weight = 1.0)
+    {
+        _loras.Add((path ?? throw new ArgumentNullException(nameof(path)), null, weight));
+        return this;
+    }
+
+    /// <summary>Adds a LoRA already in memory with a weight.</summary>
+    /// <param name="lora">The LoRA (not disposed by the generator).</param>
+    /// <param name="weight">Its weight.</param>
+    public StableDiffusionGeneratorBuilder WithLora(LoraWeights lora, double weight = 1.0)
+    {
+        _loras.Add((null, lora ?? throw new ArgumentNullException(nameof(lora)), weight));
+        return this;
+    }
+
+    /// <summary>Decode (and encode) with the VAE in overlapping tiles (diffusers' <c>enable_vae_tiling</c>).</summary>
+    /// <param name="tileSize">Tile side in pixels; null: the VAE's sample_size (512 for SD).</param>
+    public StableDiffusionGeneratorBuilder WithVaeTiling(int? tileSize = null)
+    {
+        _tiling = true;
+        _tileSize = tileSize;
+        return this;
+    }
+
+    /// <summary>Compute attention in slices (diffusers' <c>enable_attention_slicing</c>) to save memory.</summary>
+    /// <param name="sliceSize">(batch x head) rows per slice; null: half the heads ("auto").</param>
+    public StableDiffusionGeneratorBuilder WithAttentionSlicing(int? sliceSize = null)
+    {
+        _slicing = true;
+        _sliceSize = sliceSize;
+        return this;
+    }
+
+    /// <summary>Where loading and warnings (truncated prompts) are logged.</summary>
+    /// <param name="logger">The logger.</param>
+    public StableDiffusionGeneratorBuilder WithLogger(ILogger logger)
+    {
+        _logger = logger ?? throw new ArgumentNullException(nameof(logger));
+        return this;
+    }
+
+    /// <summary>Loads the model and LoRAs.</summary>
+    /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
+    public StableDiffusionGenerator Build()
+    {
+        var device = DeviceSpec.Resolve(_device);
+        var dtype = _dtype switch
+        {
+            ModelDType.Float16 => ScalarType.Float16,
+            ModelDType.BFloat16 => ScalarType.BFloat16,
+            _ => ScalarType.Float32,
+        };
+        var vaeDtype = _dtype == ModelDType.Float16 && _vaeInFloat32 ? ScalarType.Float32 : dtype;
+        var model = StableDiffusionModel.LoadFolder(ModelLocation.Resolve(_model), new ModelLoadSettings(device, dtype, vaeDtype, dtype, _variant, _logger));
+        try
+        {
+            return Assemble(model, ownsModel: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A generator over a model that is already loaded (the trainer's validation images).</summary>
+    internal StableDiffusionGenerator BuildOver(StableDiffusionModel model) => Assemble(model, ownsModel: false);
+
+    private StableDiffusionGenerator Assemble(StableDiffusionModel model, bool ownsModel)
+    {
+        var config = model.SchedulerConfig with { UseKarrasSigmas = _karras ? true : model.SchedulerConfig.UseKarrasSigmas };
+        var scheduler = _scheduler is { } kind ? SchedulerFactory.Create(kind, config) : SchedulerFactory.Create(config);
+        if (_slicing)
+        {
+            foreach (var (_, attention) in model.Unet.AttentionModules())
+                attention.SliceSize = _sliceSize ?? Math.Max(1, (int)attention.Shape.Heads / 2);
+        }
+
+        var loras = new List<(LoraNetwork, LoraReference)>();
+        try
+        {
+            foreach (var (path, weights, weight) in _loras)
+            {
+                var lora = weights ?? LoraWeights.Load(path!);
+                try
+                {
+                    var network = lora.CreateNetwork(model.Unet);
+                    network.Attach(model.Unet, weight);
+                    string name = path is null ? "lora" : Path.GetFileNameWithoutExtension(path);
+                    loras.Add((network, new LoraReference(name, weight, path is null ? null : LoraHash(path))));
+                }
+                finally
+                {
+                    if (weights is null)
+                        lora.Dispose();
+                }
+            }
+        }
+        catch
+        {
+            foreach (var (network, _) in loras)
+            {
+                network.Detach(model.Unet);
+                network.Dispose();
+            }
+
+            scheduler.Dispose();
+            throw;
+        }
+
+        return new StableDiffusionGenerator(model, scheduler, loras, _tiling ? new VaeTiling(_tileSize) : null, _logger, ownsModel);
+    }
+
+    /// <summary>A1111's AutoV3 LoRA hash: sha256 of the safetensors tensor data (or the whole file otherwise), first 12 hex digits.</summary>
+    private static string LoraHash(string path)
+    {
+        using var stream = File.OpenRead(path);
+        if (IO.TensorFiles.IsSafetensors(path) && stream.Length >= 8)
+        {
+            var length = new byte[8];
+            stream.ReadExactly(length);
+            stream.Position = 8 + (long)BitConverter.ToUInt64(length);
+        }
+
+        return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant()[..12];
+    }
+}

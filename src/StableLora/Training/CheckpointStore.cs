@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using StableLora.IO;
+using static TorchSharp.torch;
+
+namespace StableLora.Training;
+
+/// <summary>
+/// Training checkpoints in <c>output/checkpoint-step-N/</c>. Each is written into a hidden temporary folder and
+/// renamed into place only when complete, so a process killed at any moment leaves only complete checkpoints (and
+/// perhaps a stale temporary folder, removed on the next start). A checkpoint holds:
+/// <list type="bullet">
+/// <item><c>lora_weights.pt</c> — the LoRA in the seed's format, for users;</item>
+/// <item><c>training_state.safetensors</c> — the exact LoRA parameters, AdamW moments and RNG states, for resuming;</item>
+/// <item><c>trainer_state.json</c> — step, epoch, data position, schedule and loss-scaler state;</item>
+/// <item><c>options.json</c> — the resolved training options.</item>
+/// </list>
+/// </summary>
+internal sealed class CheckpointStore
+{
+    public const string FolderPrefix = "checkpoint-step-";
+    public const string LoraFile = "lora_weights.pt";
+    public const string StateFile = "training_state.safetensors";
+    public const string TrainerStateFile = "trainer_state.json";
+    public const string OptionsFile = "options.json";
+    private const string TemporaryPrefix = ".tmp-checkpoint-";
+    private const string LoraParameterPrefix = "lora.";
+    private const string OptimizerPrefix = "optimizer.";
+    private const string GeneratorKey = "rng.noise_generator";
+    private const string GlobalRngKey = "rng.torch_global";
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter() },
+    };
+
+    public CheckpointStore(string outputDirectory)
+    {
+        OutputDirectory = Path.GetFullPath(outputDirectory);
+    }
+
+    public string OutputDirectory { get; }
+
+    public string PathFor(long step) => Path.Combine(OutputDirectory, FolderPrefix + step.ToString(CultureInfo.InvariantCulture));
+
+    /// <summary>Removes temporary folders left by a process that was killed while saving.</summary>
+    public void RemoveStaleTemporaries()
+    {
+        if (!Directory.Exists(OutputDirectory))
+            return;
+        foreach (var stale in Directory.EnumerateDirectories(OutputDirectory, TemporaryPrefix + "*")
+                     .Concat(Directory.EnumerateDirectories(OutputDirectory, FolderPrefix + "*.old-*")))
+            TryDelete(stale);
+    }
+
+    /// <summary>Complete checkpoints, oldest first.</summary>
+    public IReadOnlyList<(long Step, string Path)> List()
+    {
+        if (!Directory.Exists(OutputDirectory))
+            return Array.Empty<(long, string)>();
+        return Directory.EnumerateDirectories(OutputDirectory, FolderPrefix + "*")
+            .Select(path => (Ok: long.TryParse(Path.GetFileName(path)[FolderPrefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out long step), Step: step, Path: path))
+            .Where(c => c.Ok && File.Exists(Path.Combine(c.Path, TrainerStateFile)))
+            .OrderBy(c => c.Step)
+            .Select(c => (c.Step, c.Path))
+            .ToList();
+    }
+
+    /// <summary>The checkpoint folder named by "latest" (the newest here) or a path.</summary>
+    public string Resolve(string resumeFrom)
+    {
+        if (string.Equals(resumeFrom, "latest", StringComparison.OrdinalIgnoreCase))
+        {
+            var all = List();
+            return all.Count > 0 ? all[^1].Path : throw new InvalidOperationException($"{OutputDirectory}: there is no checkpoint to resume from");
+        }
+
+        string path = Path.GetFullPath(resumeFrom);
+        if (!File.Exists(Path.Combine(path, TrainerStateFile)))
+            throw new InvalidModelFileException(path, TrainerStateFile, "not a complete StableLora checkpoint folder");
+        return path;
+    }
+
+    public string Save(Checkpoint checkpoint, int? keepLast)
+    {
+        Directory.CreateDirectory(OutputDirectory);
+        string final = PathFor(checkpoint.State.Step);
+        string temporary = Path.Combine(OutputDirectory, $"{TemporaryPrefix}{checkpoint.State.Step}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temporary);
+        try
+        {
+            LoraFileWriter.Write(Path.Combine(temporary, LoraFile), checkpoint.LoraModules, LoraFileFormat.AttnProcs);
+
+            var tensors = new List<KeyValuePair<string, Tensor>>();
+            tensors.AddRange(checkpoint.LoraParameters.Select(p => new KeyValuePair<string, Tensor>(LoraParameterPrefix + p.Key, p.Value)));
+            tensors.AddRange(checkpoint.OptimizerState.Select(p => new KeyValuePair<string, Tensor>(OptimizerPrefix + p.Key, p.Value)));
+            tensors.Add(new(GeneratorKey, checkpoint.NoiseGeneratorState));
+            tensors.Add(new(GlobalRngKey, checkpoint.GlobalRngState));
+            SafetensorsWriter.Write(Path.Combine(temporary, StateFile), tensors);
+
+            AtomicFile.WriteAllText(Path.Combine(temporary, OptionsFile), JsonSerializer.Serialize(checkpoint.Options, Json));
+            // Written last: its presence marks a complete checkpoint even before the folder is renamed.
+            AtomicFile.WriteAllText(Path.Combine(temporary, TrainerStateFile), JsonSerializer.Serialize(checkpoint.State, Json));
+
+            ReplaceDirectory(temporary, final);
+        }
+        catch
+        {
+            TryDelete(temporary);
+            throw;
+        }
+
+        if (keepLast is { } keep)
+        {
+            foreach (var (_, path) in List().SkipLast(keep))
+                TryDelete(path);
+        }
+
+        return final;
+    }
+
+    public LoadedCheckpoint Load(string directory)
+    {
+        var state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(directory, TrainerStateFile)), Json)
+                    ?? throw new InvalidModelFileException(Path.Combine(directory, TrainerStateFile), null, "empty trainer state");
+        var reader = SafetensorsReader.Open(Path.Combine(directory, StateFile));
+        return new LoadedCheckpoint(directory, state, reader, LoraParameterPrefix, OptimizerPrefix, GeneratorKey, GlobalRngKey);
+    }
+
+    private static void ReplaceDirectory(string source, string target)
+    {
+        if (!Directory.Exists(target))
+        {
+            Directory.Move(source, target);
+            return;
+        }
+
+        // A checkpoint of this step exists (a resumed run passing it again): swap, then drop the old one.
+        string old = target + $".old-{Guid.NewGuid():N}";
+        Directory.Move(target, old);
+        Directory.Move(source, target);
+        TryDelete(old);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path))
+                Directory.Delete(path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}
+
+/// <summary>What the trainer hands the store to save.</summary>
+internal sealed record Checkpoint(
+    TrainerState State,
+    LoraTrainingOptions Options,
+    IReadOnlyList<LoraModuleWeights> LoraModules,
+    IReadOnlyList<KeyValuePair<string, Tensor>> LoraParameters,
+    IReadOnlyList<KeyValuePair<string, Tensor>> OptimizerState,
+    Tensor NoiseGeneratorState,
+    Tensor GlobalRngState);
+
+/// <summary>The scalar state of a run at a checkpoint.</summary>
+internal sealed record TrainerState
+{
+    public long Step { get; init; }
+    public int Epoch { get; init; }
+    public int EpochPosition { get; init; }
+    public long SchedulerSteps { get; init; }
+    public long OptimizerSteps { get; init; }
+    public double LossScale { get; init; }
+    public int LossScaleGoodSteps { get; init; }
+    public double SmoothedLoss { get; init; }
+    public double LastLoss { get; init; }
+    public ulong Seed { get; init; }
+    public int Rank { get; init; }
+    public double Alpha { get; init; }
+    public string Format { get; init; } = "StableLora checkpoint 1";
+}
+
+/// <summary>A checkpoint opened for resuming; tensors are read on demand.</summary>
+internal sealed class LoadedCheckpoint(string directory, TrainerState state, SafetensorsReader reader,
+    string loraPrefix, string optimizerPrefix, string generatorKey, string globalRngKey) : IDisposable
+{
+    public string Directory { get; } = directory;
+
+    public TrainerState State { get; } = state;
+
+    public Tensor? ReadLoraParameter(string name) => Read(loraPrefix + name);
+
+    public Tensor? ReadOptimizerTensor(string name) => Read(optimizerPrefix + name);
+
+    public Tensor NoiseGeneratorState => Read(generatorKey) ?? throw new InvalidModelFileException(reader.Path, generatorKey, "missing from the checkpoint");
+
+    public Tensor GlobalRngState => Read(globalRngKey) ?? throw new InvalidModelFileException(reader.Path, globalRngKey, "missing from the checkpoint");
+
+    public void Dispose() => reader.Dispose();
+
+    private Tensor? Read(string key) => reader.Find(key) is null ? null : reader.Read(key);
+}

@@ -1,0 +1,176 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using StableLora.Data;
+using StableLora.Diagnostics;
+using static TorchSharp.torch;
+
+namespace StableLora.Training;
+
+/// <summary>One micro-batch of preprocessed images (CPU, float32, [-1, 1]).</summary>
+/// <param name="Pixels">[B, 3, size, size].</param>
+/// <param name="Captions">Each image's own caption, or null to use the training caption.</param>
+/// <param name="Names">The images' names, for messages.</param>
+/// <param name="Indices">The images' dataset indices (for the latent cache).</param>
+/// <param name="Epoch">The epoch this batch belongs to.</param>
+/// <param name="NextPosition">The position in the epoch's order after this batch (the resume point).</param>
+internal sealed record TrainingBatch(Tensor Pixels, string?[] Captions, string[] Names, int[] Indices, int Epoch, int NextPosition) : IDisposable
+{
+    public void Dispose() => Pixels.Dispose();
+}
+
+/// <summary>
+/// Batches in a seeded order, decoded and preprocessed on a background thread so that the model never waits on image
+/// decoding. The order of epoch e is a shuffle seeded by (seed, e); random crops and flips are seeded by
+/// (seed, epoch, position). Nothing depends on earlier draws, so a run resumed at (epoch, position) sees exactly the
+/// batches an uninterrupted run would. The last batch of an epoch may be smaller (no images are dropped).
+/// </summary>
+internal sealed class TrainingBatches : IDisposable
+{
+    private readonly IImageDataset _dataset;
+    private readonly int[] _usable;
+    private readonly int _batchSize;
+    private readonly PreprocessOptions _preprocess;
+    private readonly ulong _seed;
+    private readonly bool _skipUnreadable;
+    private readonly ILogger _logger;
+    private readonly Channel<TrainingBatch> _channel = Channel.CreateBounded<TrainingBatch>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _producer;
+
+    public TrainingBatches(IImageDataset dataset, IReadOnlyList<int> usableIndices, int batchSize, PreprocessOptions preprocess, ulong seed,
+        bool skipUnreadable, ILogger logger)
+    {
+        _dataset = dataset;
+        _usable = usableIndices.ToArray();
+        _batchSize = batchSize;
+        _preprocess = preprocess;
+        _seed = seed;
+        _skipUnreadable = skipUnreadable;
+        _logger = logger;
+    }
+
+    public int ImageCount => _usable.Length;
+
+    /// <summary>Starts producing from (epoch, position).</summary>
+    public void Start(int epoch, int position)
+    {
+        _producer = Task.Run(() => Produce(epoch, position, _stop.Token));
+    }
+
+    public async ValueTask<TrainingBatch> NextAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _channel.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException e) when (e.InnerException is not null)
+        {
+            throw e.InnerException;
+        }
+    }
+
+    /// <summary>The dataset positions of epoch <paramref name="epoch"/> (a permutation of the usable images).</summary>
+    public int[] Order(int epoch)
+    {
+        var order = (int[])_usable.Clone();
+        new Random(Mix(_seed, (ulong)epoch, 0x5EED)).Shuffle(order);
+        return order;
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        try
+        {
+            _producer?.Wait(TimeSpan.FromSeconds(10));
+        }
+        catch (AggregateException)
+        {
+        }
+
+        while (_channel.Reader.TryRead(out var leftover))
+            leftover.Dispose();
+        _stop.Dispose();
+    }
+
+    private async Task Produce(int epoch, int position, CancellationToken token)
+    {
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                var order = Order(epoch);
+                while (position < order.Length && !token.IsCancellationRequested)
+                {
+                    int count = Math.Min(_batchSize, order.Length - position);
+                    var batch = Build(order, epoch, position, count);
+                    position += count;
+                    await _channel.Writer.WriteAsync(batch, token).ConfigureAwait(false);
+                }
+
+                epoch++;
+                position = 0;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (Exception e)
+        {
+            _channel.Writer.TryComplete(e);
+            return;
+        }
+
+        _channel.Writer.TryComplete();
+    }
+
+    private TrainingBatch Build(int[] order, int epoch, int start, int count)
+    {
+        var pixels = new List<Tensor>(count);
+        var captions = new string?[count];
+        var names = new string[count];
+        var indices = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            int index = order[start + i];
+            var random = new Random(Mix(_seed, (ulong)epoch, (ulong)(start + i)));
+            using var image = LoadWithFallback(order, index, ref indices[i]);
+            pixels.Add(ImagePreprocessor.ToTensor(image.Image, _preprocess, random));
+            captions[i] = image.Caption;
+            names[i] = image.Name;
+        }
+
+        var stacked = stack(pixels);
+        foreach (var tensor in pixels)
+            tensor.Dispose();
+        return new TrainingBatch(stacked, captions, names, indices, epoch, start + count);
+    }
+
+    /// <summary>Loads an image; with skipping on, an image that fails to decode is replaced by the next usable one (and named in a warning).</summary>
+    private TrainingImage LoadWithFallback(int[] order, int index, ref int usedIndex)
+    {
+        int attempt = index;
+        for (int tries = 0; ; tries++)
+        {
+            try
+            {
+                usedIndex = attempt;
+                return _dataset.Load(attempt);
+            }
+            catch (InvalidImageException e) when (_skipUnreadable && tries < order.Length)
+            {
+                Log.ImageSkipped(_logger, e.ImageName, e.Message);
+                attempt = order[(Array.IndexOf(order, attempt) + 1) % order.Length];
+            }
+        }
+    }
+
+    /// <summary>A 32-bit seed from the run seed and two counters (SplitMix64 finaliser).</summary>
+    private static int Mix(ulong seed, ulong a, ulong b)
+    {
+        ulong z = seed + 0x9E3779B97F4A7C15UL * (a + 1) + 0xBF58476D1CE4E5B9UL * (b + 1);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return (int)((z ^ (z >> 31)) & 0x7FFFFFFF);
+    }
+}

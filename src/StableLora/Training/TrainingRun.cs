@@ -1,0 +1,406 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using StableLora.AttentionProcessors;
+using StableLora.Data;
+using StableLora.Diagnostics;
+using StableLora.Pipeline;
+using StableLora.Schedulers;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace StableLora.Training;
+
+/// <summary>
+/// One training run, the seed's train.py as a loop: VAE-encode without grad (latent_dist.sample x scaling factor),
+/// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption), the
+/// UNet with LoRA, MSE against the noise (or the velocity for v-prediction models), backward, AdamW on the LoRA
+/// only with the cosine-with-warmup schedule, checkpoints, and the final <c>lora_weights.pt</c>. Every random draw
+/// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
+/// continues exactly.
+/// </summary>
+internal sealed class TrainingRun
+{
+    private const double LossSmoothing = 0.05;
+    private readonly LoraTrainingOptions _options;
+    private readonly IImageDataset? _dataset;
+    private readonly ILogger _logger;
+    private readonly IProgress<TrainingProgress>? _progress;
+    private readonly ObserverSet _observers;
+    private readonly TrainingHooks _hooks;
+
+    public TrainingRun(LoraTrainingOptions options, IImageDataset? dataset, ILogger logger, IProgress<TrainingProgress>? progress,
+        IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null)
+    {
+        _options = options;
+        _hooks = hooks ?? new TrainingHooks();
+        _dataset = dataset;
+        _logger = logger;
+        _progress = progress;
+        _observers = new ObserverSet(observers, logger);
+    }
+
+    public async Task<TrainingResult> RunAsync(CancellationToken cancellationToken)
+    {
+        long step = 0;
+        try
+        {
+            return await RunCoreAsync(s => step = s, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            await _observers.NotifyAsync(o => o.OnTrainingFailedAsync(new TrainingFailedEvent(e, step))).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task<TrainingResult> RunCoreAsync(Action<long> reportStep, CancellationToken cancellationToken)
+    {
+        var options = _options;
+        var device = DeviceSpec.Resolve(options.Device);
+        var (dtype, vaeDtype) = Precision(options, device);
+        var dataset = _dataset ?? new SketchDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles);
+        var usable = UsableImages(dataset);
+
+        using var model = StableDiffusionModel.LoadFolder(ModelLocation.Resolve(options.Model),
+            new ModelLoadSettings(device, dtype, vaeDtype, dtype, null, _logger));
+        _hooks.ModelLoaded?.Invoke(model);
+        if (options.Resolution % model.VaeScaleFactor != 0)
+            throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
+        using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig);
+        var prediction = PredictionTarget(model.SchedulerConfig);
+
+        var store = new CheckpointStore(options.OutputDirectory);
+        store.RemoveStaleTemporaries();
+        using var resume = options.ResumeFrom is null ? null : store.Load(store.Resolve(options.ResumeFrom));
+        CheckResumable(resume);
+
+        var networkOptions = new LoraNetworkOptions(options.Rank, options.Alpha, options.Targets, options.AttentionKinds, options.LoraDropout);
+        using var initGenerator = new Generator(options.Seed, CPU);
+        using var network = LoraNetwork.Create(model.Unet, networkOptions, initGenerator);
+        network.Attach(model.Unet);
+        network.Train(true);
+        model.Unet.train();
+
+        var parameters = network.NamedParameters().ToList();
+        using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
+        var scaler = options.MixedPrecision == MixedPrecision.Fp16 ? new LossScaler(_hooks.InitialLossScale ?? LossScaler.DefaultInitialScale) : null;
+        using var noiseGenerator = new Generator(options.Seed ^ 0xA5A5_5A5A_C3C3_3C3CUL, CPU);
+        var state = new RunState();
+        if (resume is not null)
+            Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
+
+        using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
+            options.Seed, options.SkipUnreadableImages, _logger);
+        batches.Start(state.Epoch, state.EpochPosition);
+        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype);
+        using var latentCache = options.CacheLatents ? new TensorCache() : null;
+        using var tensorBoard = options.TensorBoardDirectory is null ? null : new TensorBoardLog(options.TensorBoardDirectory);
+
+        Log.TrainingStarting(_logger, usable.Count, device.ToString(), options.MaxSteps, state.Step);
+        await _observers.NotifyAsync(o => o.OnTrainingStartedAsync(new TrainingStartedEvent(options, usable.Count, device.ToString(), state.Step))).ConfigureAwait(false);
+
+        var clock = Stopwatch.StartNew();
+        var throughput = new Throughput();
+        double lossSum = 0;
+        long stepsThisRun = 0;
+        string? lastCheckpoint = resume?.Directory;
+        bool cancelled = false;
+        var lossParameters = parameters.Select(p => p.Parameter).ToList();
+
+        while (state.Step < options.MaxSteps)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                cancelled = true;
+                break;
+            }
+
+            var stepStart = clock.Elapsed;
+            double stepLoss = 0;
+            var nonFiniteImages = new List<string>();
+            double lossScale = scaler?.Scale ?? 1.0;
+            for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
+            {
+                using var batch = await batches.NextAsync(CancellationToken.None).ConfigureAwait(false);
+                double loss = MicroStep(model, noiseScheduler, prediction, embeddings, latentCache?.Value, batch, noiseGenerator, dtype, lossScale / options.GradientAccumulationSteps);
+                if (!double.IsFinite(loss))
+                    nonFiniteImages.AddRange(batch.Names);
+                stepLoss += loss / options.GradientAccumulationSteps;
+                state.Epoch = batch.Epoch;
+                state.EpochPosition = batch.NextPosition;
+            }
+
+            _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
+            double learningRate = options.LearningRate * CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
+            bool skipped = false;
+            if (nonFiniteImages.Count > 0)
+            {
+                Log.NonFiniteLoss(_logger, state.Step + 1, string.Join(", ", nonFiniteImages));
+                if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop)
+                    throw new TrainingFailedException(state.Step + 1, nonFiniteImages, "the loss is not finite");
+                skipped = true;
+            }
+            else if (scaler is not null && !scaler.UnscaleAndCheck(lossParameters))
+            {
+                scaler.Update(foundInfOrNaN: true);
+                Log.LossScaleOverflow(_logger, state.Step + 1, scaler.Scale);
+                skipped = true;
+            }
+            else
+            {
+                scaler?.Update(foundInfOrNaN: false);
+                if (options.MaxGradNorm > 0)
+                    GradientClipping.ClipByTotalNorm(lossParameters, options.MaxGradNorm);
+                optimizer.Step(learningRate);
+                state.SchedulerSteps++;
+            }
+
+            optimizer.ZeroGrad();
+            state.Step++;
+            reportStep(state.Step);
+            if (double.IsFinite(stepLoss))
+            {
+                state.SmoothedLoss = stepsThisRun == 0 && resume is null ? stepLoss : state.SmoothedLoss + LossSmoothing * (stepLoss - state.SmoothedLoss);
+                state.LastLoss = stepLoss;
+                lossSum += stepLoss;
+                stepsThisRun++;
+            }
+
+            throughput.Add(options.BatchSize * options.GradientAccumulationSteps, clock.Elapsed - stepStart);
+            var progress = new TrainingProgress(state.Step, options.MaxSteps, state.Epoch, stepLoss, state.SmoothedLoss, learningRate,
+                throughput.ImagesPerSecond, clock.Elapsed, throughput.Remaining(options.MaxSteps - state.Step, options.BatchSize * options.GradientAccumulationSteps), skipped,
+                scaler?.Scale ?? 1.0);
+            _progress?.Report(progress);
+            tensorBoard?.Write(progress);
+            await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress))).ConfigureAwait(false);
+
+            if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0 && state.Step < options.MaxSteps)
+                lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+        }
+
+        if (cancelled)
+        {
+            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+            Log.TrainingCancelled(_logger, state.Step, lastCheckpoint);
+        }
+        else if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0)
+        {
+            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+        }
+
+        _hooks.TrainingFinished?.Invoke(model);
+        var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count);
+        var result = new TrainingResult(weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
+            clock.Elapsed, cancelled, lastCheckpoint);
+        await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
+        return result;
+    }
+
+    /// <summary>One micro-batch forward and backward; returns its (unscaled) loss.</summary>
+    private double MicroStep(StableDiffusionModel model, DdpmScheduler noiseScheduler, PredictionKind prediction, CaptionEmbeddings embeddings,
+        Dictionary<int, Tensor>? latentCache, TrainingBatch batch, Generator generator, ScalarType dtype, double backwardScale)
+    {
+        using var scope = NewDisposeScope();
+        var device = model.Unet.Spec.Device;
+        var moments = LatentMoments(model, batch, latentCache);
+        var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(device);
+        var latents = moments.Sample(eps.to(moments.Mean.dtype)).to(float32) * model.Vae.Config.ScalingFactor;
+
+        var noise = randn(latents.shape, float32, CPU, generator: generator);
+        if (_options.NoiseOffset > 0)
+            noise = noise + _options.NoiseOffset * randn(new[] { latents.shape[0], latents.shape[1], 1L, 1L }, float32, CPU, generator: generator);
+        noise = noise.to(device);
+        var timesteps = randint(0, noiseScheduler.TrainTimesteps, new[] { latents.shape[0] }, int64, CPU, generator: generator).to(device);
+        var noisy = noiseScheduler.AddNoise(latents, noise, timesteps);
+        var target = prediction == PredictionKind.Velocity ? noiseScheduler.GetVelocity(latents, noise, timesteps) : noise;
+
+        var conditioning = embeddings.For(batch.Captions);
+        var predicted = model.Unet.Forward(noisy.to(dtype), timesteps, conditioning);
+        var loss = LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, noiseScheduler, prediction, _options.MinSnrGamma);
+        double value = loss.item<float>();
+        if (double.IsFinite(value))
+            (loss * backwardScale).backward();
+        return value;
+    }
+
+    private static Vae.DiagonalGaussianDistribution LatentMoments(StableDiffusionModel model, TrainingBatch batch, Dictionary<int, Tensor>? cache)
+    {
+        using var noGrad = no_grad();
+        var device = model.Vae.Spec.Device;
+        if (cache is null)
+            return model.Vae.Encode(batch.Pixels.to(device).to(model.Vae.Spec.DType));
+
+        var missing = batch.Indices.Where(i => !cache.ContainsKey(i)).Distinct().ToList();
+        if (missing.Count > 0)
+        {
+            var positions = missing.Select(i => Array.IndexOf(batch.Indices, i)).ToArray();
+            using var pixels = batch.Pixels.index_select(0, tensor(positions.Select(p => (long)p).ToArray())).to(device).to(model.Vae.Spec.DType);
+            var encoded = model.Vae.Encode(pixels).Moments;
+            for (int k = 0; k < missing.Count; k++)
+                cache[missing[k]] = encoded[k].clone().DetachFromDisposeScope();
+        }
+
+        return new Vae.DiagonalGaussianDistribution(stack(batch.Indices.Select(i => cache[i]).ToList()));
+    }
+
+    private (string Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount)
+    {
+        using var scope = NewDisposeScope();
+        Directory.CreateDirectory(_options.OutputDirectory);
+        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_weights.pt"));
+        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_kohya.safetensors"));
+        var modules = network.ToModuleWeights();
+        IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
+        IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, new LoraExportMetadata(
+            OutputName: Path.GetFileName(Path.GetFullPath(_options.OutputDirectory)), BaseModel: _options.Model, TrainingSteps: state.Step,
+            Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount));
+        Log.FinalWeightsSaved(_logger, weights, kohya);
+        return (weights, kohya);
+    }
+
+    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
+    {
+        string path = SaveCheckpoint(store, network, optimizer, scaler, noiseGenerator, state);
+        Log.CheckpointSaved(_logger, state.Step, path);
+        await _observers.NotifyAsync(o => o.OnCheckpointSavedAsync(new CheckpointSavedEvent(path, state.Step))).ConfigureAwait(false);
+        return path;
+    }
+
+    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
+    {
+        using var scope = NewDisposeScope();
+        var trainerState = new TrainerState
+        {
+            Step = state.Step,
+            Epoch = state.Epoch,
+            EpochPosition = state.EpochPosition,
+            SchedulerSteps = state.SchedulerSteps,
+            OptimizerSteps = optimizer.StepCount,
+            LossScale = scaler?.Scale ?? 1.0,
+            LossScaleGoodSteps = scaler?.GoodSteps ?? 0,
+            SmoothedLoss = state.SmoothedLoss,
+            LastLoss = state.LastLoss,
+            Seed = _options.Seed,
+            Rank = _options.Rank,
+            Alpha = _options.Alpha ?? _options.Rank,
+        };
+        var checkpoint = new Checkpoint(trainerState, _options, network.ToModuleWeights(),
+            network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
+            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state());
+        return store.Save(checkpoint, _options.KeepLastCheckpoints);
+    }
+
+    private void CheckResumable(LoadedCheckpoint? resume)
+    {
+        if (resume is null)
+            return;
+        var s = resume.State;
+        double alpha = _options.Alpha ?? _options.Rank;
+        if (s.Rank != _options.Rank || s.Alpha != alpha || s.Seed != _options.Seed)
+            throw new InvalidOptionsException(new[]
+            {
+                new OptionError(nameof(_options.ResumeFrom), resume.Directory,
+                    $"the checkpoint was made with rank {s.Rank}, alpha {s.Alpha}, seed {s.Seed}; this run has rank {_options.Rank}, alpha {alpha}, seed {_options.Seed}"),
+            });
+    }
+
+    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, AdamWOptimizer optimizer, LossScaler? scaler,
+        Generator noiseGenerator, RunState state)
+    {
+        using var scope = NewDisposeScope();
+        using (no_grad())
+        {
+            foreach (var (name, parameter) in parameters)
+            {
+                var saved = resume.ReadLoraParameter(name) ?? throw new InvalidModelFileException(resume.Directory, name, "the checkpoint lacks this LoRA parameter");
+                parameter.copy_(saved);
+            }
+        }
+
+        optimizer.LoadState(resume.State.OptimizerSteps, resume.ReadOptimizerTensor);
+        noiseGenerator.set_state(resume.NoiseGeneratorState);
+        set_rng_state(resume.GlobalRngState);
+        scaler?.Restore(resume.State.LossScale, resume.State.LossScaleGoodSteps);
+        state.Step = resume.State.Step;
+        state.Epoch = resume.State.Epoch;
+        state.EpochPosition = resume.State.EpochPosition;
+        state.SchedulerSteps = resume.State.SchedulerSteps;
+        state.SmoothedLoss = resume.State.SmoothedLoss;
+        state.LastLoss = resume.State.LastLoss;
+    }
+
+    private List<int> UsableImages(IImageDataset dataset)
+    {
+        var usable = new List<int>();
+        for (int i = 0; i < dataset.Count; i++)
+        {
+            try
+            {
+                if (dataset is SketchDataset folder)
+                    folder.Probe(i);
+                usable.Add(i);
+            }
+            catch (InvalidImageException e) when (_options.SkipUnreadableImages)
+            {
+                Log.ImageSkipped(_logger, e.ImageName, e.Message);
+            }
+        }
+
+        if (usable.Count == 0)
+            throw new InvalidDataException("none of the dataset's images can be read");
+        Log.DatasetReady(_logger, usable.Count, dataset.Count - usable.Count);
+        return usable;
+    }
+
+    private static (ScalarType Model, ScalarType Vae) Precision(LoraTrainingOptions options, Device device)
+    {
+        switch (options.MixedPrecision)
+        {
+            case MixedPrecision.Bf16:
+                if (!DeviceSpec.SupportsBFloat16(device))
+                    throw new InvalidOptionsException(new[] { new OptionError(nameof(options.MixedPrecision), "Bf16", $"device {device} does not compute in bfloat16; use Fp16 or No") });
+                return (ScalarType.BFloat16, ScalarType.BFloat16);
+            case MixedPrecision.Fp16:
+                return (ScalarType.Float16, options.VaeInFloat32 ? ScalarType.Float32 : ScalarType.Float16);
+            default:
+                return (ScalarType.Float32, ScalarType.Float32);
+        }
+    }
+
+    private static PredictionKind PredictionTarget(SchedulerConfig config) => config.PredictionType switch
+    {
+        null or "epsilon" => PredictionKind.Epsilon,
+        "v_prediction" => PredictionKind.Velocity,
+        var other => throw config.Unsupported("prediction_type", other, "LoRA training supports epsilon and v_prediction models"),
+    };
+
+    private sealed class RunState
+    {
+        public long Step { get; set; }
+        public int Epoch { get; set; }
+        public int EpochPosition { get; set; }
+        public long SchedulerSteps { get; set; }
+        public double SmoothedLoss { get; set; }
+        public double LastLoss { get; set; }
+    }
+}
+
+/// <summary>Test seams: see the model the run loaded, and force an fp16 loss scale.</summary>
+internal sealed record TrainingHooks
+{
+    public Action<StableDiffusionModel>? ModelLoaded { get; init; }
+
+    public Action<StableDiffusionModel>? TrainingFinished { get; init; }
+
+    public double? InitialLossScale { get; init; }
+
+    /// <summary>Called with the step number and the LoRA parameters (gradients set) just before the update.</summary>
+    public Action<long, IReadOnlyList<Parameter>>? BeforeOptimizerStep { get; init; }
+}
+
+/// <summary>What the UNet is trained to predict.</summary>
+internal enum PredictionKind
+{
+    Epsilon,
+    Velocity,
+}

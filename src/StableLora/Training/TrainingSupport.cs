@@ -1,0 +1,141 @@
+using Microsoft.Extensions.Logging;
+using StableLora.Diagnostics;
+using StableLora.Pipeline;
+using StableLora.Schedulers;
+using static TorchSharp.torch;
+
+namespace StableLora.Training;
+
+/// <summary>Text embeddings by caption, computed once each (the seed's static caption is encoded a single time).</summary>
+internal sealed class CaptionEmbeddings : IDisposable
+{
+    private readonly StableDiffusionModel _model;
+    private readonly string _defaultCaption;
+    private readonly ScalarType _dtype;
+    private readonly Dictionary<string, Tensor> _cache = new(StringComparer.Ordinal);
+
+    public CaptionEmbeddings(StableDiffusionModel model, string defaultCaption, ScalarType dtype)
+    {
+        _model = model;
+        _defaultCaption = defaultCaption;
+        _dtype = dtype;
+    }
+
+    /// <summary>[B, 77, hidden] for the batch's captions (null: the training caption); a new tensor each call.</summary>
+    public Tensor For(IReadOnlyList<string?> captions)
+    {
+        var rows = captions.Select(c => Embedding(c ?? _defaultCaption)).ToList();
+        return cat(rows, 0);
+    }
+
+    private Tensor Embedding(string caption)
+    {
+        if (!_cache.TryGetValue(caption, out var embedding))
+        {
+            using var scope = NewDisposeScope();
+            embedding = _model.EncodePrompts(new[] { caption }).to(_dtype).MoveToOuterDisposeScope();
+            embedding = embedding.DetachFromDisposeScope();
+            _cache[caption] = embedding;
+        }
+
+        return embedding;
+    }
+
+    public void Dispose()
+    {
+        foreach (var embedding in _cache.Values)
+            embedding.Dispose();
+        _cache.Clear();
+    }
+}
+
+/// <summary>The training loss: MSE in float32, optionally with min-SNR-gamma weighting.</summary>
+internal static class LossFunctions
+{
+    public static Tensor Mse(Tensor predicted, Tensor target, Tensor timesteps, DdpmScheduler scheduler, PredictionKind prediction, double? minSnrGamma)
+    {
+        if (minSnrGamma is not { } gamma)
+            return nn.functional.mse_loss(predicted, target);
+
+        // Hang et al. 2023, as diffusers' training scripts compute it: weight = min(snr, gamma) / snr (or / (snr + 1) for v).
+        var alphasCumprod = scheduler.AlphasCumprod.to(timesteps.device);
+        var alpha = alphasCumprod.sqrt().index_select(0, timesteps);
+        var sigma = (1 - alphasCumprod).sqrt().index_select(0, timesteps);
+        var snr = (alpha / sigma).pow(2);
+        var weights = snr.clamp_max(gamma);
+        weights = prediction == PredictionKind.Velocity ? weights / (snr + 1) : weights / snr;
+        var perSample = nn.functional.mse_loss(predicted, target, nn.Reduction.None).mean(Enumerable.Range(1, (int)predicted.dim() - 1).Select(d => (long)d).ToArray());
+        return (perSample * weights).mean();
+    }
+}
+
+/// <summary>Calls every observer; one that throws is logged and the others still run.</summary>
+internal sealed class ObserverSet(IReadOnlyList<ITrainingObserver> observers, ILogger logger)
+{
+    public async ValueTask NotifyAsync(Func<ITrainingObserver, ValueTask> call)
+    {
+        foreach (var observer in observers)
+        {
+            try
+            {
+                await call(observer).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Log.ObserverFailed(logger, observer.GetType().Name, e);
+            }
+        }
+    }
+}
+
+/// <summary>Images per second over a sliding window of recent steps, and the time left at that rate.</summary>
+internal sealed class Throughput
+{
+    private const int Window = 20;
+    private readonly Queue<(int Images, TimeSpan Time)> _recent = new();
+
+    public double ImagesPerSecond { get; private set; }
+
+    public void Add(int images, TimeSpan time)
+    {
+        _recent.Enqueue((images, time));
+        if (_recent.Count > Window)
+            _recent.Dequeue();
+        double seconds = _recent.Sum(r => r.Time.TotalSeconds);
+        ImagesPerSecond = seconds > 0 ? _recent.Sum(r => r.Images) / seconds : 0;
+    }
+
+    public TimeSpan Remaining(long steps, int imagesPerStep) =>
+        ImagesPerSecond > 0 ? TimeSpan.FromSeconds(steps * imagesPerStep / ImagesPerSecond) : TimeSpan.Zero;
+}
+
+/// <summary>Loss and learning rate as TensorBoard scalars (TorchSharp's SummaryWriter).</summary>
+internal sealed class TensorBoardLog(string directory) : IDisposable
+{
+    private readonly TorchSharp.Modules.SummaryWriter _writer = TorchSharp.torch.utils.tensorboard.SummaryWriter(directory);
+
+    public void Write(TrainingProgress progress)
+    {
+        int step = (int)Math.Min(progress.Step, int.MaxValue);
+        _writer.add_scalar("train/loss", (float)progress.Loss, step);
+        _writer.add_scalar("train/loss_smoothed", (float)progress.SmoothedLoss, step);
+        _writer.add_scalar("train/learning_rate", (float)progress.LearningRate, step);
+    }
+
+    public void Dispose()
+    {
+    }
+}
+
+/// <summary>A dictionary of tensors disposed together.</summary>
+internal sealed class TensorCache : IDisposable
+{
+    public Dictionary<int, Tensor> Value { get; } = new();
+
+    public void Dispose()
+    {
+        foreach (var tensor in Value.Values)
+            tensor.Dispose();
+        Value.Clear();
+    }
+}

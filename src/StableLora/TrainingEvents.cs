@@ -1,0 +1,110 @@
+namespace StableLora;
+
+/// <summary>
+/// A snapshot of training progress, reported through <see cref="IProgress{T}"/> after every optimizer step. It is an
+/// immutable value, so a <see cref="Progress{T}"/> that marshals it to another thread later still sees this step.
+/// </summary>
+/// <param name="Step">Optimizer steps completed so far (1 after the first).</param>
+/// <param name="MaxSteps">The number of steps the run will take.</param>
+/// <param name="Epoch">How many full passes over the dataset have started (0-based).</param>
+/// <param name="Loss">This step's loss (mean over its micro-batches).</param>
+/// <param name="SmoothedLoss">An exponential moving average of the loss (the tqdm-style figure).</param>
+/// <param name="LearningRate">The learning rate this step used.</param>
+/// <param name="ImagesPerSecond">Training throughput over the last steps.</param>
+/// <param name="Elapsed">Time since training started (this run, not counting earlier runs that were resumed from).</param>
+/// <param name="EstimatedRemaining">Estimated time to finish.</param>
+/// <param name="SkippedStep">True when this step's update was skipped (fp16 overflow or non-finite loss).</param>
+/// <param name="LossScale">The fp16 dynamic loss scale after this step (1 without fp16).</param>
+public readonly record struct TrainingProgress(
+    long Step,
+    long MaxSteps,
+    int Epoch,
+    double Loss,
+    double SmoothedLoss,
+    double LearningRate,
+    double ImagesPerSecond,
+    TimeSpan Elapsed,
+    TimeSpan EstimatedRemaining,
+    bool SkippedStep,
+    double LossScale);
+
+/// <summary>What a finished (or cancelled) training run produced.</summary>
+/// <param name="WeightsPath">The LoRA in the seed's format (<c>output/lora_weights.pt</c>).</param>
+/// <param name="KohyaWeightsPath">The same LoRA as a kohya/AUTOMATIC1111 <c>.safetensors</c> beside it.</param>
+/// <param name="StepsCompleted">Optimizer steps done, including those of a run this one resumed.</param>
+/// <param name="FinalLoss">The last step's loss.</param>
+/// <param name="AverageLoss">The mean loss over the steps of this run.</param>
+/// <param name="Elapsed">Wall time of this run.</param>
+/// <param name="Cancelled">True when the run stopped early because it was cancelled (a checkpoint was saved first).</param>
+/// <param name="LastCheckpointPath">The newest checkpoint folder, or null when none was written.</param>
+public sealed record TrainingResult(
+    string WeightsPath,
+    string KohyaWeightsPath,
+    long StepsCompleted,
+    double FinalLoss,
+    double AverageLoss,
+    TimeSpan Elapsed,
+    bool Cancelled,
+    string? LastCheckpointPath);
+
+/// <summary>Training has started.</summary>
+/// <param name="Options">The options after defaults and resolution (device, paths).</param>
+/// <param name="ImageCount">Usable images in the dataset.</param>
+/// <param name="Device">The device training runs on ("cpu", "cuda:0").</param>
+/// <param name="StartStep">0, or the step of the checkpoint resumed from.</param>
+public readonly record struct TrainingStartedEvent(LoraTrainingOptions Options, int ImageCount, string Device, long StartStep);
+
+/// <summary>An optimizer step finished.</summary>
+/// <param name="Progress">The progress snapshot after the step.</param>
+public readonly record struct StepCompletedEvent(TrainingProgress Progress);
+
+/// <summary>A checkpoint folder was written completely.</summary>
+/// <param name="Path">The checkpoint folder (<c>output/checkpoint-step-N</c>).</param>
+/// <param name="Step">The step it holds.</param>
+public readonly record struct CheckpointSavedEvent(string Path, long Step);
+
+/// <summary>Validation images were generated with the current LoRA.</summary>
+/// <param name="Step">The step they show.</param>
+/// <param name="ImagePaths">The PNG files written.</param>
+public readonly record struct ValidationImagesEvent(long Step, IReadOnlyList<string> ImagePaths);
+
+/// <summary>Training finished (or was cancelled and saved).</summary>
+/// <param name="Result">What it produced.</param>
+public readonly record struct TrainingCompletedEvent(TrainingResult Result);
+
+/// <summary>Training failed; the last complete checkpoint (if any) is intact.</summary>
+/// <param name="Error">What went wrong.</param>
+/// <param name="Step">The step at which it failed.</param>
+public readonly record struct TrainingFailedEvent(Exception Error, long Step);
+
+/// <summary>
+/// Hooks into a training run. Every method has a default that does nothing, so implement only those you need.
+/// Observers are called in the order they were added, on the training thread, between steps. An observer that
+/// throws is logged and ignored: training continues, and the other observers are still called.
+/// </summary>
+public interface ITrainingObserver
+{
+    /// <summary>Called once before the first step.</summary>
+    /// <param name="e">The resolved options and dataset size.</param>
+    ValueTask OnTrainingStartedAsync(TrainingStartedEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>Called after every optimizer step.</summary>
+    /// <param name="e">The progress snapshot.</param>
+    ValueTask OnStepCompletedAsync(StepCompletedEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>Called after a checkpoint folder is complete on disk.</summary>
+    /// <param name="e">Where, and which step.</param>
+    ValueTask OnCheckpointSavedAsync(CheckpointSavedEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>Called after validation images are written.</summary>
+    /// <param name="e">The step and files.</param>
+    ValueTask OnValidationImagesAsync(ValidationImagesEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>Called once when training ends normally or after cancellation.</summary>
+    /// <param name="e">The result.</param>
+    ValueTask OnTrainingCompletedAsync(TrainingCompletedEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>Called once when training fails.</summary>
+    /// <param name="e">The error and step.</param>
+    ValueTask OnTrainingFailedAsync(TrainingFailedEvent e) => ValueTask.CompletedTask;
+}
