@@ -37,6 +37,9 @@ public sealed class LoraTrainingBuilder
         _options = options;
     }
 
+    /// <summary>The options as set so far (not yet checked; <see cref="Build"/> checks them).</summary>
+    public LoraTrainingOptions Options => _options;
+
     /// <summary>Starts a builder for a base model: a diffusers folder (a single-file checkpoint or hub id where supported).</summary>
     /// <param name="model">The base model.</param>
     public static LoraTrainingBuilder FromPretrained(string model)

@@ -40,4 +40,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 20, Level = LogLevel.Warning, Message = "The {Which} is longer than the text encoder's {MaxLength} tokens: {Dropped} tokens were dropped")]
     public static partial void PromptTruncated(ILogger logger, string which, int dropped, int maxLength);
+
+    [LoggerMessage(EventId = 19, Level = LogLevel.Information, Message = "Validation images of step {Step}: {Paths}")]
+    public static partial void ValidationImagesSaved(ILogger logger, long step, string paths);
 }

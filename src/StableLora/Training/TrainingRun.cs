@@ -122,6 +122,7 @@ internal sealed class TrainingRun
             for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
             {
                 using var batch = await batches.NextAsync(CancellationToken.None).ConfigureAwait(false);
+                _hooks.BeforeMicroStep?.Invoke(state.Step + 1, batch.Pixels);
                 double loss = MicroStep(model, noiseScheduler, prediction, embeddings, latentCache?.Value, batch, noiseGenerator, dtype, lossScale / options.GradientAccumulationSteps);
                 if (!double.IsFinite(loss))
                     nonFiniteImages.AddRange(batch.Names);
@@ -174,8 +175,11 @@ internal sealed class TrainingRun
             tensorBoard?.Write(progress);
             await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress))).ConfigureAwait(false);
 
-            if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0 && state.Step < options.MaxSteps)
+            bool checkpointStep = options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0;
+            if (checkpointStep && state.Step < options.MaxSteps)
                 lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+            if (options.ValidationPrompt is not null && (options.ValidationEvery > 0 ? state.Step % options.ValidationEvery == 0 : checkpointStep || state.Step == options.MaxSteps))
+                await ValidateAsync(model, network, state.Step).ConfigureAwait(false);
         }
 
         if (cancelled)
@@ -256,6 +260,35 @@ internal sealed class TrainingRun
             Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount));
         Log.FinalWeightsSaved(_logger, weights, kohya);
         return (weights, kohya);
+    }
+
+    /// <summary>Renders the validation prompt with the LoRA as it is now (evaluation mode, then back to training).</summary>
+    private async Task ValidateAsync(StableDiffusionModel model, LoraNetwork network, long step)
+    {
+        IReadOnlyList<string> paths;
+        model.Unet.eval();
+        network.Train(false);
+        try
+        {
+            using var generator = StableDiffusionGenerator.FromPretrained(_options.Model).WithLogger(_logger).BuildOver(model);
+            using var images = generator.Generate(_options.ValidationPrompt!, new GenerationOptions
+            {
+                Width = _options.Resolution,
+                Height = _options.Resolution,
+                Steps = 20,
+                Seed = _options.Seed,
+            });
+            string directory = Path.Combine(_options.OutputDirectory, "validation", $"step-{step}");
+            paths = images.SaveAll(directory);
+        }
+        finally
+        {
+            model.Unet.train();
+            network.Train(true);
+        }
+
+        Log.ValidationImagesSaved(_logger, step, string.Join(", ", paths));
+        await _observers.NotifyAsync(o => o.OnValidationImagesAsync(new ValidationImagesEvent(step, paths))).ConfigureAwait(false);
     }
 
     private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
@@ -393,6 +426,9 @@ internal sealed record TrainingHooks
     public Action<StableDiffusionModel>? TrainingFinished { get; init; }
 
     public double? InitialLossScale { get; init; }
+
+    /// <summary>Called with the step number and each micro-batch's pixels before its forward pass (to poison inputs in tests).</summary>
+    public Action<long, Tensor>? BeforeMicroStep { get; init; }
 
     /// <summary>Called with the step number and the LoRA parameters (gradients set) just before the update.</summary>
     public Action<long, IReadOnlyList<Parameter>>? BeforeOptimizerStep { get; init; }

@@ -248,3 +248,149 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
         }
     }
 }
+
+public sealed class TrainingEngineExtrasTests
+{
+    private static LoraTrainingBuilder Tiny(TempDirectory temp, int maxSteps, string output = "output")
+    {
+        string sketches = temp.File("sketches");
+        if (!Directory.Exists(sketches))
+            SketchImageGenerator.Generate(sketches, count: 4, size: 24, seed: 5);
+        return LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline).WithDataset(sketches).WithResolution(16).WithBatchSize(2)
+            .WithLearningRate(1e-3).WithMaxSteps(maxSteps).WithWarmupSteps(1).WithCheckpointEvery(0).WithDevice("cpu").WithSeed(9)
+            .WithOutputDirectory(temp.File(output));
+    }
+
+    [Fact]
+    public async Task ValidationImagesAreRenderedAtCheckpointsAndHandedToObservers()
+    {
+        using var temp = new TempDirectory();
+        var events = new List<ValidationImagesEvent>();
+        var checkpoints = new List<CheckpointSavedEvent>();
+        await Tiny(temp, 4).WithCheckpointEvery(2).WithValidationPrompt("a sketch of a boat")
+            .WithObserver(new Recorder(events, checkpoints)).Build().TrainAsync();
+        Assert.Equal(new long[] { 2, 4 }, events.Select(e => e.Step));
+        Assert.Equal(new long[] { 2, 4 }, checkpoints.Select(e => e.Step));
+        var image = Assert.Single(events[0].ImagePaths);
+        Assert.True(File.Exists(image));
+        Assert.Equal("a sketch of a boat", GenerationResult.ReadParameters(image)!.Prompt);
+    }
+
+    [Fact]
+    public async Task AThrowingObserverIsLoggedAndTrainingContinuesForTheOthers()
+    {
+        using var temp = new TempDirectory();
+        var logger = new ListLogger();
+        var events = new List<ValidationImagesEvent>();
+        var checkpoints = new List<CheckpointSavedEvent>();
+        var result = await Tiny(temp, 3).WithCheckpointEvery(1).WithLogger(logger).WithObserver(new Thrower()).WithObserver(new Recorder(events, checkpoints))
+            .Build().TrainAsync();
+        Assert.Equal(3, result.StepsCompleted);
+        Assert.Equal(3, checkpoints.Count);
+        Assert.Contains(logger.Entries, e => e.Message.Contains("Thrower threw", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// The cache encodes each image once, possibly in a different batch grouping than the per-step path, and batched
+    /// convolutions round differently by grouping: the LoRAs agree to float32 rounding, not to the bit.
+    /// </summary>
+    [Fact]
+    public async Task CachedLatentsTrainAsEncodingEveryStepWithinFloatRounding()
+    {
+        using var temp = new TempDirectory();
+        var plain = await Tiny(temp, 5, "plain").Build().TrainAsync();
+        var cached = await Tiny(temp, 5, "cached").WithLatentCaching().Build().TrainAsync();
+        using var expected = TorchPickleReader.Open(plain.WeightsPath);
+        using var actual = TorchPickleReader.Open(cached.WeightsPath);
+        foreach (var info in expected.Tensors)
+        {
+            using var a = expected.Read(info.Name);
+            using var b = actual.Read(info.Name);
+            TensorAssert.Close(a, b, new Tolerance(1e-6, 1e-5), info.Name);
+        }
+    }
+
+    [Fact]
+    public async Task Bf16MixedPrecisionTrainsWithFloat32LoraWeights()
+    {
+        using var temp = new TempDirectory();
+        var losses = new List<double>();
+        var result = await Tiny(temp, 4).WithMixedPrecision(MixedPrecision.Bf16).WithObserver(new LossRecorder(losses)).Build().TrainAsync();
+        Assert.All(losses, l => Assert.True(double.IsFinite(l)));
+        using var reader = TorchPickleReader.Open(result.WeightsPath);
+        Assert.All(reader.Tensors, t => Assert.Equal(ScalarType.Float32, t.DType));
+    }
+
+    [Fact]
+    public async Task NonFiniteLossIsSkippedByDefaultNamingTheStepAndImagesAndNeverReachesTheLora()
+    {
+        using var temp = new TempDirectory();
+        var logger = new ListLogger();
+        var progress = new List<double>();
+        var hooks = new TrainingHooks { BeforeMicroStep = (step, pixels) => { if (step == 2) pixels.fill_(float.NaN); } };
+        var result = await Tiny(temp, 4).WithCheckpointEvery(2).WithLogger(logger).WithHooks(hooks).WithObserver(new LossRecorder(progress)).Build().TrainAsync();
+        Assert.True(double.IsNaN(progress[1]));
+        Assert.Contains(logger.Entries, e => e.Message.Contains("Step 2", StringComparison.Ordinal) && e.Message.Contains("sketch-", StringComparison.Ordinal));
+        foreach (var file in new[] { result.WeightsPath, Path.Combine(temp.File("output"), "checkpoint-step-2", "lora_weights.pt") })
+        {
+            using var lora = LoraWeights.Load(file);
+            Assert.All(lora.Modules, m => Assert.True(m.Up.isfinite().all().item<bool>() && m.Down.isfinite().all().item<bool>(), file));
+        }
+    }
+
+    [Fact]
+    public async Task NonFiniteLossWithTheStopPolicyFailsNamingTheStepAndKeepsTheLastCheckpoint()
+    {
+        using var temp = new TempDirectory();
+        var failures = new List<TrainingFailedEvent>();
+        var hooks = new TrainingHooks { BeforeMicroStep = (step, pixels) => { if (step == 3) pixels.fill_(float.NaN); } };
+        var trainer = Tiny(temp, 5).WithCheckpointEvery(2).WithNonFiniteLossPolicy(NonFiniteLossPolicy.Stop).WithHooks(hooks)
+            .WithObserver(new FailureRecorder(failures)).Build();
+        var error = await Assert.ThrowsAsync<TrainingFailedException>(() => trainer.TrainAsync());
+        Assert.Equal(3, error.Step);
+        Assert.Equal(2, error.ImageNames.Count);
+        Assert.Single(failures);
+        using var checkpoint = LoraWeights.Load(Path.Combine(temp.File("output"), "checkpoint-step-2", "lora_weights.pt"));
+        Assert.Equal(88, checkpoint.ModuleCount);
+    }
+
+    private sealed class Recorder(List<ValidationImagesEvent> validation, List<CheckpointSavedEvent> checkpoints) : ITrainingObserver
+    {
+        public ValueTask OnValidationImagesAsync(ValidationImagesEvent e)
+        {
+            validation.Add(e);
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask OnCheckpointSavedAsync(CheckpointSavedEvent e)
+        {
+            checkpoints.Add(e);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private sealed class Thrower : ITrainingObserver
+    {
+        public ValueTask OnStepCompletedAsync(StepCompletedEvent e) => throw new InvalidOperationException("observer bug");
+
+        public ValueTask OnCheckpointSavedAsync(CheckpointSavedEvent e) => throw new InvalidOperationException("observer bug");
+    }
+
+    private sealed class LossRecorder(List<double> losses) : ITrainingObserver
+    {
+        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
+        {
+            losses.Add(e.Progress.Loss);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private sealed class FailureRecorder(List<TrainingFailedEvent> failures) : ITrainingObserver
+    {
+        public ValueTask OnTrainingFailedAsync(TrainingFailedEvent e)
+        {
+            failures.Add(e);
+            return ValueTask.CompletedTask;
+        }
+    }
+}

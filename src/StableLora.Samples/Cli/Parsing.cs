@@ -1,0 +1,44 @@
+using System.CommandLine;
+using System.Globalization;
+
+namespace StableLora.Samples.Cli;
+
+/// <summary>Option construction and value parsing shared by the verbs.</summary>
+internal static class Parsing
+{
+    public static Option<T> Option<T>(string name, string description, params string[] aliases) =>
+        new(name, aliases) { Description = description };
+
+    /// <summary>Parses <c>FILE[:SCALE]</c>; the scale is taken only when what follows the last ':' is a number (paths may hold ':').</summary>
+    public static (string Path, double Scale) LoraSpec(string text)
+    {
+        int colon = text.LastIndexOf(':');
+        if (colon > 0 && double.TryParse(text.AsSpan(colon + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out double scale))
+            return (text[..colon], scale);
+        return (text, 1.0);
+    }
+
+    public static MixedPrecision Precision(string text) => text.ToLowerInvariant() switch
+    {
+        "no" or "fp32" => MixedPrecision.No,
+        "fp16" => MixedPrecision.Fp16,
+        "bf16" => MixedPrecision.Bf16,
+        _ => throw new ArgumentException($"--mixed-precision {text}: expected no, fp16 or bf16"),
+    };
+
+    public static ModelDType DType(string text) => text.ToLowerInvariant() switch
+    {
+        "fp32" or "float32" => ModelDType.Float32,
+        "fp16" or "float16" => ModelDType.Float16,
+        "bf16" or "bfloat16" => ModelDType.BFloat16,
+        _ => throw new ArgumentException($"--dtype {text}: expected fp32, fp16 or bf16"),
+    };
+
+    public static LoraFileFormat Format(string text) => text.ToLowerInvariant() switch
+    {
+        "pt" => LoraFileFormat.AttnProcs,
+        "kohya" => LoraFileFormat.Kohya,
+        "peft" => LoraFileFormat.Peft,
+        _ => throw new ArgumentException($"--format {text}: expected pt, kohya or peft"),
+    };
+}

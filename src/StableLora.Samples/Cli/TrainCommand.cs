@@ -1,0 +1,128 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging;
+
+namespace StableLora.Samples.Cli;
+
+/// <summary><c>stablelora train</c>: the seed's train.py through the public builder.</summary>
+internal sealed class TrainCommand
+{
+    private readonly Option<string?> _model = Parsing.Option<string?>("--model", "Base model: a diffusers folder (omit with --data for the built-in demo)");
+    private readonly Option<string?> _data = Parsing.Option<string?>("--data", "Folder of training images");
+    private readonly Option<string?> _caption = Parsing.Option<string?>("--caption", "Caption of every image (default \"a sketch\")");
+    private readonly Option<bool> _captionFiles = Parsing.Option<bool>("--caption-files", "Use image.txt beside image.png as its caption when present");
+    private readonly Option<string> _output = new("--output") { Description = "Output folder", DefaultValueFactory = _ => "output" };
+    private readonly Option<int?> _resolution = Parsing.Option<int?>("--resolution", "Training image size in pixels (default 512)");
+    private readonly Option<int?> _batchSize = Parsing.Option<int?>("--batch-size", "Images per batch (default 1)");
+    private readonly Option<double?> _learningRate = Parsing.Option<double?>("--lr", "Peak learning rate (default 1e-4)");
+    private readonly Option<int?> _maxSteps = Parsing.Option<int?>("--max-steps", "Optimizer steps (default 1000)");
+    private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the cosine schedule (default 100)");
+    private readonly Option<int?> _rank = Parsing.Option<int?>("--rank", "LoRA rank (default 4)");
+    private readonly Option<double?> _alpha = Parsing.Option<double?>("--alpha", "LoRA alpha (default: the rank)");
+    private readonly Option<int?> _checkpointEvery = Parsing.Option<int?>("--checkpoint-every", "Steps between checkpoints (default 500; 0 only at the end)");
+    private readonly Option<int?> _keepCheckpoints = Parsing.Option<int?>("--keep-checkpoints", "Keep only the newest N checkpoints");
+    private readonly Option<string?> _mixedPrecision = Parsing.Option<string?>("--mixed-precision", "no, fp16 or bf16 (default no)");
+    private readonly Option<string?> _device = Parsing.Option<string?>("--device", "auto, cpu, cuda or cuda:N (default auto)");
+    private readonly Option<ulong?> _seed = Parsing.Option<ulong?>("--seed", "Random seed (default 42)");
+    private readonly Option<string?> _resume = Parsing.Option<string?>("--resume", "Resume from 'latest' or a checkpoint folder");
+    private readonly Option<string?> _validationPrompt = Parsing.Option<string?>("--validation-prompt", "Render this prompt with the current LoRA at checkpoints");
+    private readonly Option<int?> _validationEvery = Parsing.Option<int?>("--validation-every", "Steps between validation renders (default: at checkpoints)");
+    private readonly Option<int?> _accumulation = Parsing.Option<int?>("--gradient-accumulation", "Micro-batches per optimizer step (default 1)");
+    private readonly Option<double?> _maxGradNorm = Parsing.Option<double?>("--max-grad-norm", "Gradient clipping norm (default 1; 0 off)");
+    private readonly Option<double?> _noiseOffset = Parsing.Option<double?>("--noise-offset", "kohya noise offset (default 0)");
+    private readonly Option<double?> _minSnrGamma = Parsing.Option<double?>("--min-snr-gamma", "Min-SNR-gamma loss weighting (e.g. 5)");
+    private readonly Option<bool> _randomCrop = Parsing.Option<bool>("--random-crop", "Crop at random positions");
+    private readonly Option<bool> _randomFlip = Parsing.Option<bool>("--random-flip", "Mirror images at random");
+    private readonly Option<bool> _skipBadImages = Parsing.Option<bool>("--skip-bad-images", "Skip unreadable images with a warning");
+    private readonly Option<bool> _cacheLatents = Parsing.Option<bool>("--cache-latents", "Encode each image once");
+    private readonly Option<string?> _tensorBoard = Parsing.Option<string?>("--tensorboard", "Write TensorBoard scalars to this folder");
+
+    public Command Build(Option<bool> verbose)
+    {
+        var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
+        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps, _rank, _alpha,
+                     _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
+                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _tensorBoard })
+            command.Options.Add(option);
+        command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
+        return command;
+    }
+
+    private async Task<int> RunAsync(ParseResult result, ILogger logger, CancellationToken cancellationToken)
+    {
+        string? model = result.GetValue(_model);
+        string? data = result.GetValue(_data);
+        if (model is null && data is null)
+            return await Demo.RunAsync(result.GetValue(_output)!, Apply, logger, cancellationToken).ConfigureAwait(false);
+        if (model is null || data is null)
+            throw new ArgumentException(model is null ? "--data needs --model (omit both for the built-in demo)" : "--model needs --data (omit both for the built-in demo)");
+
+        var builder = Apply(LoraTrainingBuilder.FromPretrained(model).WithDataset(data).WithOutputDirectory(result.GetValue(_output)!)).WithLogger(logger);
+        var training = await TrainWithProgressAsync(builder, cancellationToken).ConfigureAwait(false);
+        Console.WriteLine(training.Cancelled
+            ? $"Cancelled after step {training.StepsCompleted}; resume with: stablelora train ... --resume latest ({training.LastCheckpointPath})"
+            : $"Trained {training.StepsCompleted} steps in {training.Elapsed:hh\\:mm\\:ss}; final loss {training.FinalLoss:F4}");
+        Console.WriteLine($"LoRA: {training.WeightsPath}");
+        Console.WriteLine($"      {training.KohyaWeightsPath} (AUTOMATIC1111 / ComfyUI)");
+        return training.Cancelled ? ExitCodes.Cancelled : ExitCodes.Success;
+
+        LoraTrainingBuilder Apply(LoraTrainingBuilder b) => ApplyOptions(b, result);
+    }
+
+    /// <summary>Every flag the user gave, over the library's (or the demo's) defaults.</summary>
+    private LoraTrainingBuilder ApplyOptions(LoraTrainingBuilder builder, ParseResult result)
+    {
+        T? Get<T>(Option<T?> option) where T : struct => result.GetValue(option);
+        string? GetText(Option<string?> option) => result.GetValue(option);
+
+        return builder.WithOptions(o => o with
+        {
+            Caption = GetText(_caption) ?? o.Caption,
+            UseCaptionFiles = result.GetValue(_captionFiles) || o.UseCaptionFiles,
+            Resolution = Get(_resolution) ?? o.Resolution,
+            BatchSize = Get(_batchSize) ?? o.BatchSize,
+            LearningRate = Get(_learningRate) ?? o.LearningRate,
+            MaxSteps = Get(_maxSteps) ?? o.MaxSteps,
+            WarmupSteps = Get(_warmupSteps) ?? Math.Min(o.WarmupSteps, Get(_maxSteps) ?? o.MaxSteps),
+            Rank = Get(_rank) ?? o.Rank,
+            Alpha = Get(_alpha) ?? o.Alpha,
+            CheckpointEvery = Get(_checkpointEvery) ?? o.CheckpointEvery,
+            KeepLastCheckpoints = Get(_keepCheckpoints) ?? o.KeepLastCheckpoints,
+            MixedPrecision = GetText(_mixedPrecision) is { } precision ? Parsing.Precision(precision) : o.MixedPrecision,
+            Device = GetText(_device) ?? o.Device,
+            Seed = Get(_seed) ?? o.Seed,
+            ResumeFrom = GetText(_resume) ?? o.ResumeFrom,
+            ValidationPrompt = GetText(_validationPrompt) ?? o.ValidationPrompt,
+            ValidationEvery = Get(_validationEvery) ?? o.ValidationEvery,
+            GradientAccumulationSteps = Get(_accumulation) ?? o.GradientAccumulationSteps,
+            MaxGradNorm = Get(_maxGradNorm) ?? o.MaxGradNorm,
+            NoiseOffset = Get(_noiseOffset) ?? o.NoiseOffset,
+            MinSnrGamma = Get(_minSnrGamma) ?? o.MinSnrGamma,
+            RandomCrop = result.GetValue(_randomCrop) || o.RandomCrop,
+            RandomFlip = result.GetValue(_randomFlip) || o.RandomFlip,
+            SkipUnreadableImages = result.GetValue(_skipBadImages) || o.SkipUnreadableImages,
+            CacheLatents = result.GetValue(_cacheLatents) || o.CacheLatents,
+            TensorBoardDirectory = GetText(_tensorBoard) ?? o.TensorBoardDirectory,
+        });
+    }
+
+    /// <summary>Builds the trainer with a progress display attached and runs it.</summary>
+    public static Task<TrainingResult> TrainWithProgressAsync(LoraTrainingBuilder builder, CancellationToken cancellationToken, Action<TrainingProgress>? observe = null)
+    {
+        long maxSteps = builder.Options.MaxSteps;
+        return ProgressDisplay.RunAsync("train", maxSteps, async report =>
+        {
+            var trainer = builder.WithProgress(new ReportingProgress(p =>
+            {
+                observe?.Invoke(p);
+                report(p.Step, $"loss {p.SmoothedLoss:F4}  lr {p.LearningRate:G3}  {p.ImagesPerSecond:F1} img/s");
+            })).Build();
+            return await trainer.TrainAsync(cancellationToken).ConfigureAwait(false);
+        });
+    }
+
+    /// <summary>Reports on the training thread: a console app has no synchronisation context for Progress&lt;T&gt; to post to.</summary>
+    private sealed class ReportingProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}

@@ -1,0 +1,1 @@
+return await StableLora.Samples.Cli.Cli.MainAsync(args);

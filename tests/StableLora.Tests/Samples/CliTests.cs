@@ -1,0 +1,95 @@
+using StableLora.Data;
+using StableLora.Samples.Cli;
+using StableLora.Tests.Infrastructure;
+
+namespace StableLora.Tests.Samples;
+
+/// <summary>The <c>stablelora</c> command line, run in-process with its output captured.</summary>
+public sealed class CliTests
+{
+    private static async Task<(int Code, string Out, string Error)> Run(params string[] args)
+    {
+        var originalOut = Console.Out;
+        var originalError = Console.Error;
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            int code = await Cli.MainAsync(args);
+            return (code, output.ToString(), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(originalOut);
+            Console.SetError(originalError);
+        }
+    }
+
+    [Fact]
+    public async Task TrainWritesTheLoraAndGenerateAndConvertUseIt()
+    {
+        using var temp = new TempDirectory();
+        SketchImageGenerator.Generate(temp.File("data"), 4, 24, seed: 1);
+        var train = await Run("train", "--model", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"),
+            "--resolution", "16", "--batch-size", "2", "--max-steps", "6", "--warmup-steps", "1", "--checkpoint-every", "3", "--device", "cpu", "--seed", "3");
+        Assert.True(train.Code == 0, train.Error);
+        Assert.Contains("lora_weights.pt", train.Out);
+        Assert.True(File.Exists(temp.File("out/checkpoint-step-3/lora_weights.pt")));
+
+        var generate = await Run("generate", "--model", FixturePaths.TinyPipeline, "--prompt", "a sketch", "--lora", temp.File("out/lora_weights.pt") + ":0.7",
+            "--scheduler", "euler-a", "--steps", "3", "--seed", "21", "--count", "2", "--out", temp.File("images"), "--device", "cpu");
+        Assert.True(generate.Code == 0, generate.Error);
+        var lines = generate.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Where(l => l.EndsWith(".png", StringComparison.Ordinal)).ToList();
+        Assert.Equal(new[] { "21-0.png", "21-1.png" }, lines.Select(Path.GetFileName));
+        var parameters = GenerationResult.ReadParameters(lines[0])!;
+        Assert.Equal("Euler a", parameters.Sampler);
+        Assert.Equal(("lora_weights", 0.7), (parameters.Loras[0].Name, parameters.Loras[0].Weight));
+
+        var convert = await Run("convert", "--in", temp.File("out/lora_weights.pt"), "--out", temp.File("lora.safetensors"), "--format", "kohya", "--model", FixturePaths.TinyPipeline);
+        Assert.True(convert.Code == 0, convert.Error);
+        using var kohya = LoraWeights.Load(temp.File("lora.safetensors"));
+        Assert.Equal(LoraFileFormat.Kohya, kohya.SourceFormat);
+    }
+
+    [Theory]
+    [InlineData(new[] { "train", "--rank", "many" }, ExitCodes.BadArguments, "many")]
+    [InlineData(new[] { "train", "--no-such-flag" }, ExitCodes.BadArguments, "--no-such-flag")]
+    [InlineData(new[] { "train", "--model", "somewhere" }, ExitCodes.BadArguments, "--model needs --data")]
+    [InlineData(new[] { "generate", "--prompt", "x" }, ExitCodes.BadArguments, "--model")]
+    [InlineData(new[] { "convert", "--in", "a.pt", "--out", "b.pt", "--format", "onnx" }, ExitCodes.BadArguments, "--format onnx")]
+    public async Task BadFlagsExitWithTwoAndAOneLineMessageNamingTheFlag(string[] args, int expectedCode, string mention)
+    {
+        var result = await Run(args);
+        Assert.Equal(expectedCode, result.Code);
+        Assert.Contains(mention, result.Error);
+        Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("   at ", result.Error);
+    }
+
+    [Fact]
+    public async Task InvalidOptionValuesNameTheOptionAndExitWithTwo()
+    {
+        using var temp = new TempDirectory();
+        SketchImageGenerator.Generate(temp.File("data"), 2, 16, seed: 1);
+        var result = await Run("train", "--model", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"), "--rank", "0", "--device", "cpu");
+        Assert.Equal(ExitCodes.BadArguments, result.Code);
+        Assert.Contains("Rank = 0", result.Error);
+    }
+
+    [Fact]
+    public async Task MissingFilesExitWithThreeNamingTheFile()
+    {
+        using var temp = new TempDirectory();
+        var missingModel = await Run("generate", "--model", temp.File("no-model"), "--device", "cpu");
+        Assert.Equal(ExitCodes.BadFiles, missingModel.Code);
+        Assert.Contains("no-model", missingModel.Error);
+
+        File.WriteAllBytes(temp.File("broken.safetensors"), new byte[] { 1, 2, 3 });
+        var brokenLora = await Run("convert", "--in", temp.File("broken.safetensors"), "--out", temp.File("x.pt"), "--format", "pt");
+        Assert.Equal(ExitCodes.BadFiles, brokenLora.Code);
+        Assert.Contains("broken.safetensors", brokenLora.Error);
+        Assert.False(File.Exists(temp.File("x.pt")));
+    }
+}
