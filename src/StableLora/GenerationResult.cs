@@ -2,6 +2,7 @@ using System.Globalization;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora;
@@ -36,7 +37,7 @@ public sealed class GenerationResult : IDisposable
     public Image<Rgb24> ToImage(int index)
     {
         using var scope = NewDisposeScope();
-        var levels = (Images[index] * 255f).round().clamp(0, 255).to(ScalarType.Byte).contiguous();
+        var levels = Images[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
         int height = (int)levels.shape[0], width = (int)levels.shape[1];
         return Image.LoadPixelData<Rgb24>(levels.bytes.ToArray(), width, height);
     }

@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.AttentionProcessors;
@@ -47,9 +48,9 @@ internal static class AttentionComputation
         if (spatial)
             output = output.transpose(-1, -2).reshape(batch, channels, height, width);
         if (shape.ResidualConnection)
-            output = output + residual;
+            output = output.Plus(residual);
         if (shape.RescaleOutputFactor != 1.0)
-            output = output / shape.RescaleOutputFactor;
+            output = output.DividedBy(shape.RescaleOutputFactor);
         return output;
     }
 

@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.AttentionProcessors;
@@ -81,7 +82,7 @@ internal sealed class LoraAttnProcessor : IAttentionProcessor, IAttentionProject
         {
             double scale = weight * options.LoraScale;
             if (select(layers) is { } layer && scale != 0)
-                result = result + (scale == 1.0 ? layer.Forward(input) : scale * layer.Forward(input));
+                result = result.Plus(scale == 1.0 ? layer.Forward(input) : layer.Forward(input).Times(scale));
         }
 
         return result;

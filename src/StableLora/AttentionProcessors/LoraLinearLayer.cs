@@ -54,10 +54,10 @@ internal sealed class LoraLinearLayer : nn.Module
             x = nn.functional.dropout(x, Dropout, training);
         var result = up.forward(down.forward(x));
         if (Scale != 1.0)
-            result = result * Scale;
+            result = result.Times(Scale);
         return result.to(input.dtype);
     }
 
     /// <summary>The dense weight change scale * (alpha/rank) * up @ down, in float32.</summary>
-    public Tensor DeltaWeight(double scale) => up.Weight.to(float32).matmul(down.Weight.to(float32)) * (Scale * scale);
+    public Tensor DeltaWeight(double scale) => up.Weight.to(float32).matmul(down.Weight.to(float32)).Times(Scale * scale);
 }

@@ -229,7 +229,7 @@ internal sealed class LoraNetwork : IDisposable
         {
             var target = targets[modulePath].Weight;
             using var delta = layer.DeltaWeight(weight);
-            target.add_(delta.to(target.dtype));
+            target.PlusInPlace(delta.to(target.dtype));
         }
 
         FusedWeight = weight;

@@ -1,6 +1,7 @@
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Data;
@@ -53,7 +54,8 @@ internal static class ImagePreprocessor
         });
 
         using var bytes = tensor(pixels, new long[] { 3, size, size });
-        using var unit = bytes.to(float32).div_(255.0f);
-        return unit.sub(0.5f).div_(0.5f);
+        using var unit = bytes.to(float32).DividedByInPlace(255.0f);
+        using var centred = unit.Minus(0.5f);
+        return centred.DividedBy(0.5f);
     }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.IO;
@@ -42,7 +43,7 @@ internal static class LoraFileWriter
             string prefix = $"{processor}.{LoraModulePaths.ProcessorAttribute[projection]}";
             double scale = module.Alpha / module.Rank;
             entries.Add(new($"{prefix}.down.weight", module.Down.to(ScalarType.Float32)));
-            entries.Add(new($"{prefix}.up.weight", scale == 1.0 ? module.Up.to(ScalarType.Float32) : module.Up.to(ScalarType.Float32) * scale));
+            entries.Add(new($"{prefix}.up.weight", scale == 1.0 ? module.Up.to(ScalarType.Float32) : module.Up.to(ScalarType.Float32).Times(scale)));
         }
 
         return entries;

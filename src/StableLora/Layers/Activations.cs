@@ -13,7 +13,7 @@ internal static class Activations
     {
         "silu" or "swish" => x => nn.functional.silu(x),
         "gelu" => x => nn.functional.gelu(x),
-        "quick_gelu" => x => x * sigmoid(1.702 * x),
+        "quick_gelu" => x => x * sigmoid(x.Times(1.702)),
         "mish" => x => nn.functional.mish(x),
         "relu" => x => nn.functional.relu(x),
         _ => throw new ArgumentException($"unknown activation '{name}'", nameof(name)),

@@ -45,8 +45,8 @@ internal static class PyTorchInit
     public static void OnesAndZeros(Tensor weight, Tensor bias)
     {
         using var noGrad = no_grad();
-        weight.fill_(1);
-        bias.fill_(0);
+        weight.FillInPlace(1);
+        bias.FillInPlace(0);
     }
 
     private static void CopyUniform(Tensor target, double bound, Generator generator)

@@ -38,7 +38,7 @@ internal sealed class ResnetBlock2D : nn.Module
     {
         var hidden = conv1.forward(_activation(norm1.forward(input)));
         if (time_emb_proj is not null && timeEmbedding is not null)
-            hidden = hidden + time_emb_proj.forward(_activation(timeEmbedding)).unsqueeze(-1).unsqueeze(-1);
+            hidden = hidden.Plus(time_emb_proj.forward(_activation(timeEmbedding)).unsqueeze(-1).unsqueeze(-1));
 
         hidden = _activation(norm2.forward(hidden));
         if (_dropout > 0 && training)
@@ -46,8 +46,8 @@ internal sealed class ResnetBlock2D : nn.Module
         hidden = conv2.forward(hidden);
 
         var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input);
-        var output = shortcut + hidden;
-        return _outputScaleFactor == 1.0 ? output : output / _outputScaleFactor;
+        var output = shortcut.Plus(hidden);
+        return _outputScaleFactor == 1.0 ? output : output.DividedBy(_outputScaleFactor);
     }
 }
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using StableLora.AttentionProcessors;
 using StableLora.Diagnostics;
 using StableLora.Schedulers;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Pipeline;
@@ -49,12 +50,12 @@ internal static class TextToImage
         {
             if (!given.shape.SequenceEqual(shape))
                 throw new ArgumentException($"InitialLatents has shape [{string.Join(", ", given.shape)}] but this call needs [{string.Join(", ", shape)}]", nameof(options));
-            latents = given.to(dtype, device) * scheduler.InitNoiseSigma;
+            latents = given.to(dtype, device).Times(scheduler.InitNoiseSigma);
         }
         else
         {
             // diffusers' randn_tensor draws on the generator's device (the CPU) in the model's dtype, then moves the result.
-            latents = randn(shape, dtype, CPU, generator: generator).to(device) * scheduler.InitNoiseSigma;
+            latents = randn(shape, dtype, CPU, generator: generator).to(device).Times(scheduler.InitNoiseSigma);
         }
 
         var attention = new AttentionOptions(options.LoraScale);
@@ -68,7 +69,7 @@ internal static class TextToImage
             if (guided)
             {
                 var halves = noise.chunk(2, 0);
-                noise = halves[0] + options.GuidanceScale * (halves[1] - halves[0]);
+                noise = halves[0].Plus((halves[1] - halves[0]).Times(options.GuidanceScale));
             }
 
             var step = scheduler.Step(noise, i, latents, generator);
@@ -86,9 +87,9 @@ internal static class TextToImage
     {
         using var scope = NewDisposeScope();
         var vae = model.Vae;
-        var scaled = (latents / vae.Config.ScalingFactor).to(vae.Spec.DType);
+        var scaled = latents.DividedBy(vae.Config.ScalingFactor).to(vae.Spec.DType);
         var decoded = tiling is null ? vae.Decode(scaled) : tiling.Decode(vae, scaled);
-        var images = (decoded.to(float32) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous();
+        var images = decoded.to(float32).DividedBy(2).Plus(0.5).Clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous();
         return images.MoveToOuterDisposeScope();
     }
 

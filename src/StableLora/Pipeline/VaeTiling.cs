@@ -1,4 +1,5 @@
 using StableLora.Vae;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Pipeline;
@@ -91,8 +92,8 @@ internal sealed class VaeTiling
         extent = (int)Math.Min(Math.Min(above.shape[2], tile.shape[2]), extent);
         if (extent == 0)
             return tile;
-        var weights = arange(extent, float32, tile.device).div(extent).to(tile.dtype).reshape(1, 1, extent, 1);
-        var blended = above.narrow(2, above.shape[2] - extent, extent) * (1 - weights) + tile.narrow(2, 0, extent) * weights;
+        var weights = TensorMath.Arange(extent, float32, tile.device).DividedBy(extent).to(tile.dtype).reshape(1, 1, extent, 1);
+        var blended = (above.narrow(2, above.shape[2] - extent, extent) * weights.SubtractedFrom(1)).Plus(tile.narrow(2, 0, extent) * weights);
         return cat(new[] { blended, tile.narrow(2, extent, tile.shape[2] - extent) }, 2);
     }
 
@@ -101,8 +102,8 @@ internal sealed class VaeTiling
         extent = (int)Math.Min(Math.Min(left.shape[3], tile.shape[3]), extent);
         if (extent == 0)
             return tile;
-        var weights = arange(extent, float32, tile.device).div(extent).to(tile.dtype).reshape(1, 1, 1, extent);
-        var blended = left.narrow(3, left.shape[3] - extent, extent) * (1 - weights) + tile.narrow(3, 0, extent) * weights;
+        var weights = TensorMath.Arange(extent, float32, tile.device).DividedBy(extent).to(tile.dtype).reshape(1, 1, 1, extent);
+        var blended = (left.narrow(3, left.shape[3] - extent, extent) * weights.SubtractedFrom(1)).Plus(tile.narrow(3, 0, extent) * weights);
         return cat(new[] { blended, tile.narrow(3, extent, tile.shape[3] - extent) }, 3);
     }
 }

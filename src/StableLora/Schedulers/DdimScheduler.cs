@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -60,29 +61,29 @@ internal sealed class DdimScheduler : SchedulerBase
         switch (_prediction)
         {
             case PredictionType.Epsilon:
-                predOriginal = (sample - MathF.Sqrt(betaProd) * modelOutput) / MathF.Sqrt(alphaProd);
+                predOriginal = (sample - modelOutput.Times(MathF.Sqrt(betaProd))).DividedBy(MathF.Sqrt(alphaProd));
                 predEpsilon = modelOutput;
                 break;
             case PredictionType.Sample:
                 predOriginal = modelOutput.alias();
-                predEpsilon = (sample - MathF.Sqrt(alphaProd) * predOriginal) / MathF.Sqrt(betaProd);
+                predEpsilon = (sample - predOriginal.Times(MathF.Sqrt(alphaProd))).DividedBy(MathF.Sqrt(betaProd));
                 break;
             default:
-                predOriginal = MathF.Sqrt(alphaProd) * sample - MathF.Sqrt(betaProd) * modelOutput;
-                predEpsilon = MathF.Sqrt(alphaProd) * modelOutput + MathF.Sqrt(betaProd) * sample;
+                predOriginal = sample.Times(MathF.Sqrt(alphaProd)) - modelOutput.Times(MathF.Sqrt(betaProd));
+                predEpsilon = modelOutput.Times(MathF.Sqrt(alphaProd)).Plus(sample.Times(MathF.Sqrt(betaProd)));
                 break;
         }
         if (_clipSample)
-            predOriginal = predOriginal.clamp(-_clipRange, _clipRange);
+            predOriginal = predOriginal.Clamp(-_clipRange, _clipRange);
 
         float betaProdPrev = 1 - alphaProdPrev;
         float variance = betaProdPrev / betaProd * (1 - alphaProd / alphaProdPrev);
         float stdDev = (float)Eta * MathF.Sqrt(variance);
 
-        var direction = MathF.Sqrt(1 - alphaProdPrev - stdDev * stdDev) * predEpsilon;
-        var prevSample = MathF.Sqrt(alphaProdPrev) * predOriginal + direction;
+        var direction = predEpsilon.Times(MathF.Sqrt(1 - alphaProdPrev - stdDev * stdDev));
+        var prevSample = predOriginal.Times(MathF.Sqrt(alphaProdPrev)).Plus(direction);
         if (Eta > 0)
-            prevSample = prevSample + stdDev * SchedulerNoise.RandnLike(modelOutput, generator);
+            prevSample = prevSample.Plus(SchedulerNoise.RandnLike(modelOutput, generator).Times(stdDev));
 
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), predOriginal.MoveToOuterDisposeScope());
     }

@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -66,7 +67,7 @@ internal sealed class DdpmScheduler : SchedulerBase
     {
         using var scope = torch.NewDisposeScope();
         var (sqrtAlpha, sqrtOneMinusAlpha) = NoiseCoefficients(originalSamples, timesteps);
-        return (sqrtAlpha * originalSamples + sqrtOneMinusAlpha * noise).MoveToOuterDisposeScope();
+        return (sqrtAlpha * originalSamples).Plus(sqrtOneMinusAlpha * noise).MoveToOuterDisposeScope();
     }
 
     /// <summary>The v-prediction target sqrt(acp[t]) * noise - sqrt(1 - acp[t]) * sample.</summary>
@@ -93,16 +94,16 @@ internal sealed class DdpmScheduler : SchedulerBase
 
         var predOriginal = _prediction switch
         {
-            PredictionType.Epsilon => (sample - MathF.Sqrt(betaProd) * modelOutput) / MathF.Sqrt(alphaProd),
+            PredictionType.Epsilon => (sample - modelOutput.Times(MathF.Sqrt(betaProd))).DividedBy(MathF.Sqrt(alphaProd)),
             PredictionType.Sample => modelOutput.alias(),
-            _ => MathF.Sqrt(alphaProd) * sample - MathF.Sqrt(betaProd) * modelOutput,
+            _ => sample.Times(MathF.Sqrt(alphaProd)) - modelOutput.Times(MathF.Sqrt(betaProd)),
         };
         if (_clipSample)
-            predOriginal = predOriginal.clamp(-_clipRange, _clipRange);
+            predOriginal = predOriginal.Clamp(-_clipRange, _clipRange);
 
         float predOriginalCoeff = MathF.Sqrt(alphaProdPrev) * currentBeta / betaProd;
         float currentSampleCoeff = MathF.Sqrt(currentAlpha) * betaProdPrev / betaProd;
-        var prevSample = predOriginalCoeff * predOriginal + currentSampleCoeff * sample;
+        var prevSample = predOriginal.Times(predOriginalCoeff).Plus(sample.Times(currentSampleCoeff));
 
         if (t > 0)
         {
@@ -114,7 +115,7 @@ internal sealed class DdpmScheduler : SchedulerBase
                 VarianceType.FixedLarge => MathF.Sqrt(currentBeta),
                 _ => MathF.Sqrt(variance),
             };
-            prevSample = prevSample + scale * noise;
+            prevSample = prevSample.Plus(noise.Times(scale));
         }
 
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), predOriginal.MoveToOuterDisposeScope());
@@ -132,8 +133,8 @@ internal sealed class DdpmScheduler : SchedulerBase
     {
         var alphasCumprod = AlphasCumprod.to(like.dtype, like.device);
         var selected = alphasCumprod[timesteps.to(like.device)];
-        var sqrtAlpha = selected.pow(0.5).flatten();
-        var sqrtOneMinusAlpha = (1 - selected).pow(0.5).flatten();
+        var sqrtAlpha = selected.Pow(0.5).flatten();
+        var sqrtOneMinusAlpha = selected.SubtractedFrom(1).Pow(0.5).flatten();
         while (sqrtAlpha.dim() < like.dim())
         {
             sqrtAlpha = sqrtAlpha.unsqueeze(-1);

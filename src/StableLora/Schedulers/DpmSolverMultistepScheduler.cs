@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -140,9 +141,9 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         float alpha = _alpha[timestep], sigma = _sigma[timestep];
         return _prediction switch
         {
-            PredictionType.Epsilon => (sample - sigma * modelOutput) / alpha,
+            PredictionType.Epsilon => (sample - modelOutput.Times(sigma)).DividedBy(alpha),
             PredictionType.Sample => modelOutput.alias(),
-            _ => alpha * sample - sigma * modelOutput,
+            _ => sample.Times(alpha) - modelOutput.Times(sigma),
         };
     }
 
@@ -150,7 +151,7 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
     {
         float h = _lambda[t] - _lambda[s];
         float expm1 = MathF.Exp(-h) - 1f;
-        return _sigma[t] / _sigma[s] * sample - _alpha[t] * expm1 * x0;
+        return sample.Times(_sigma[t] / _sigma[s]) - x0.Times(_alpha[t] * expm1);
     }
 
     private torch.Tensor SecondOrderUpdate(long s1, long s0, long t, torch.Tensor sample)
@@ -160,12 +161,12 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         float h = _lambda[t] - _lambda[s0];
         float h0 = _lambda[s0] - _lambda[s1];
         float r0 = h0 / h;
-        var d1 = 1f / r0 * (m0 - m1);
+        var d1 = (m0 - m1).Times(1f / r0);
         float expm1 = MathF.Exp(-h) - 1f;
-        var x = _sigma[t] / _sigma[s0] * sample - _alpha[t] * expm1 * m0;
+        var x = sample.Times(_sigma[t] / _sigma[s0]) - m0.Times(_alpha[t] * expm1);
         return _heun
-            ? x + _alpha[t] * (expm1 / h + 1f) * d1
-            : x - 0.5f * (_alpha[t] * expm1) * d1;
+            ? x.Plus(d1.Times(_alpha[t] * (expm1 / h + 1f)))
+            : x - d1.Times(0.5f * (_alpha[t] * expm1));
     }
 
     private torch.Tensor ThirdOrderUpdate(long s2, long s1, long s0, long t, torch.Tensor sample)
@@ -177,15 +178,14 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         float h0 = _lambda[s0] - _lambda[s1];
         float h1 = _lambda[s1] - _lambda[s2];
         float r0 = h0 / h, r1 = h1 / h;
-        var d10 = 1f / r0 * (m0 - m1);
-        var d11 = 1f / r1 * (m1 - m2);
-        var d1 = d10 + r0 / (r0 + r1) * (d10 - d11);
-        var d2 = 1f / (r0 + r1) * (d10 - d11);
+        var d10 = (m0 - m1).Times(1f / r0);
+        var d11 = (m1 - m2).Times(1f / r1);
+        var d1 = d10.Plus((d10 - d11).Times(r0 / (r0 + r1)));
+        var d2 = (d10 - d11).Times(1f / (r0 + r1));
         float expm1 = MathF.Exp(-h) - 1f;
-        return _sigma[t] / _sigma[s0] * sample
-            - _alpha[t] * expm1 * m0
-            + _alpha[t] * (expm1 / h + 1f) * d1
-            - _alpha[t] * ((expm1 + h) / (h * h) - 0.5f) * d2;
+        return (sample.Times(_sigma[t] / _sigma[s0]) - m0.Times(_alpha[t] * expm1))
+            .Plus(d1.Times(_alpha[t] * (expm1 / h + 1f)))
+            - d2.Times(_alpha[t] * ((expm1 + h) / (h * h) - 0.5f));
     }
 
     /// <summary><c>timesteps[np.sort(np.unique(timesteps, return_index=True)[1])]</c>: duplicates dropped, order kept.</summary>

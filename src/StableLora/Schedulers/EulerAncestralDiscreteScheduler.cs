@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -25,11 +26,11 @@ internal sealed class EulerAncestralDiscreteScheduler : EulerSchedulerBase
         float sigmaUp = MathF.Sqrt(sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo) / (sigmaFrom * sigmaFrom));
         float sigmaDown = MathF.Sqrt(sigmaTo * sigmaTo - sigmaUp * sigmaUp);
 
-        var derivative = (sample - predOriginal) / sigma;
+        var derivative = (sample - predOriginal).DividedBy(sigma);
         float dt = sigmaDown - sigma;
-        var prevSample = sample + derivative * dt;
+        var prevSample = sample.Plus(derivative.Times(dt));
         var noise = SchedulerNoise.RandnLike(modelOutput, generator);
-        prevSample = prevSample + noise * sigmaUp;
+        prevSample = prevSample.Plus(noise.Times(sigmaUp));
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), predOriginal.MoveToOuterDisposeScope());
     }
 }

@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -31,9 +32,9 @@ internal sealed class EulerDiscreteScheduler : EulerSchedulerBase
         // gamma = min(s_churn / (N - 1), sqrt(2) - 1) = 0, so sigma_hat = sigma * (gamma + 1) = sigma.
         float sigmaHat = SigmaValues[stepIndex] * (0f + 1f);
         var predOriginal = PredictOriginal(modelOutput, sample, sigmaHat);
-        var derivative = (sample - predOriginal) / sigmaHat;
+        var derivative = (sample - predOriginal).DividedBy(sigmaHat);
         float dt = SigmaValues[stepIndex + 1] - sigmaHat;
-        var prevSample = sample + derivative * dt;
+        var prevSample = sample.Plus(derivative.Times(dt));
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), predOriginal.MoveToOuterDisposeScope());
     }
 }

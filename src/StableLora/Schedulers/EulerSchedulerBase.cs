@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -67,14 +68,14 @@ internal abstract class EulerSchedulerBase : SchedulerBase
     {
         CheckStepIndex(stepIndex);
         float sigma = SigmaValues[stepIndex];
-        return sample / MathF.Sqrt(sigma * sigma + 1);
+        return sample.DividedBy(MathF.Sqrt(sigma * sigma + 1));
     }
 
     /// <summary>x0 for the epsilon / v / sample parameterisations at noise level <paramref name="sigma"/>.</summary>
     protected torch.Tensor PredictOriginal(torch.Tensor modelOutput, torch.Tensor sample, float sigma) => Prediction switch
     {
-        PredictionType.Epsilon => sample - sigma * modelOutput,
-        PredictionType.VPrediction => modelOutput * (-sigma / MathF.Sqrt(sigma * sigma + 1)) + sample / (sigma * sigma + 1),
+        PredictionType.Epsilon => sample - modelOutput.Times(sigma),
+        PredictionType.VPrediction => modelOutput.Times(-sigma / MathF.Sqrt(sigma * sigma + 1)).Plus(sample.DividedBy(sigma * sigma + 1)),
         _ => modelOutput.alias(),
     };
 }

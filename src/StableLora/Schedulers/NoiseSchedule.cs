@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -86,7 +87,9 @@ internal sealed class NoiseSchedule
     private static float[] SigmoidBetas(double start, double end, int count)
     {
         using var scope = torch.NewDisposeScope();
-        var betas = torch.tensor(TorchLinspace.Float32(-6, 6, count)).sigmoid() * (end - start) + start;
+        using var sigmoid = torch.tensor(TorchLinspace.Float32(-6, 6, count)).sigmoid();
+        using var scaled = sigmoid.Times(end - start);
+        var betas = scaled.Plus(start);
         return betas.data<float>().ToArray();
     }
 

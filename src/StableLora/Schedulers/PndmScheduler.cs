@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -111,7 +112,7 @@ internal sealed class PndmScheduler : SchedulerBase
                 AccumulateModelOutput(modelOutput, 1.0 / 3);
                 break;
             default:
-                output = _curModelOutput is null ? modelOutput * (1.0 / 6) : _curModelOutput + modelOutput * (1.0 / 6);
+                output = _curModelOutput is null ? modelOutput.Times(1.0 / 6) : _curModelOutput.Plus(modelOutput.Times(1.0 / 6));
                 _curModelOutput?.Dispose();
                 _curModelOutput = null;
                 break;
@@ -148,21 +149,21 @@ internal sealed class PndmScheduler : SchedulerBase
         }
         else if (n == 1 && _counter == 1)
         {
-            output = (modelOutput + _ets[^1]) / 2;
+            output = modelOutput.Plus(_ets[^1]).DividedBy(2);
             sample = _curSample!.alias();
             ReplaceCurSample(null);
         }
         else if (n == 2)
         {
-            output = (3 * _ets[^1] - _ets[^2]) / 2;
+            output = (_ets[^1].Times(3L) - _ets[^2]).DividedBy(2);
         }
         else if (n == 3)
         {
-            output = (23 * _ets[^1] - 16 * _ets[^2] + 5 * _ets[^3]) / 12;
+            output = (_ets[^1].Times(23L) - _ets[^2].Times(16L)).Plus(_ets[^3].Times(5L)).DividedBy(12);
         }
         else
         {
-            output = (1.0 / 24) * (55 * _ets[^1] - 59 * _ets[^2] + 37 * _ets[^3] - 9 * _ets[^4]);
+            output = ((_ets[^1].Times(55L) - _ets[^2].Times(59L)).Plus(_ets[^3].Times(37L)) - _ets[^4].Times(9L)).Times(1.0 / 24);
         }
         return PrevSample(sample, timestep, prevTimestep, output);
     }
@@ -175,17 +176,17 @@ internal sealed class PndmScheduler : SchedulerBase
         float betaProd = 1 - alphaProd;
         float betaProdPrev = 1 - alphaProdPrev;
         if (_prediction == PredictionType.VPrediction)
-            modelOutput = MathF.Sqrt(alphaProd) * modelOutput + MathF.Sqrt(betaProd) * sample;
+            modelOutput = modelOutput.Times(MathF.Sqrt(alphaProd)).Plus(sample.Times(MathF.Sqrt(betaProd)));
 
         float sampleCoeff = MathF.Sqrt(alphaProdPrev / alphaProd);
         float denominator = alphaProd * MathF.Sqrt(betaProdPrev) + MathF.Sqrt(alphaProd * betaProd * alphaProdPrev);
-        return sampleCoeff * sample - (alphaProdPrev - alphaProd) * modelOutput / denominator;
+        return sample.Times(sampleCoeff) - modelOutput.Times(alphaProdPrev - alphaProd).DividedBy(denominator);
     }
 
     private void AccumulateModelOutput(torch.Tensor modelOutput, double weight)
     {
-        var weighted = modelOutput * weight;
-        var sum = _curModelOutput is null ? weighted : _curModelOutput + weighted;
+        var weighted = modelOutput.Times(weight);
+        var sum = _curModelOutput is null ? weighted : _curModelOutput.Plus(weighted);
         _curModelOutput?.Dispose();
         _curModelOutput = sum.DetachFromDisposeScope();
     }

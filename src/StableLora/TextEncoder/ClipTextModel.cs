@@ -1,3 +1,4 @@
+using TorchSharp;
 using StableLora.Layers;
 using static TorchSharp.torch;
 
@@ -58,8 +59,9 @@ internal sealed class ClipTextTransformer : nn.Module
         var hiddenStates = outputHiddenStates ? new List<Tensor> { hidden } : null;
         hidden = encoder.Forward(hidden, hiddenStates);
         var last = final_layer_norm.forward(hidden);
-        var eosPositions = inputIds.eq(_eosTokenId).to(int32).argmax(-1);
-        var pooled = last[arange(last.shape[0], int64, last.device), eosPositions.to(last.device)];
+        using var eos = ((long)_eosTokenId).ToScalar();
+        var eosPositions = inputIds.eq(eos).to(int32).argmax(-1);
+        var pooled = last[TensorMath.Arange(last.shape[0], int64, last.device), eosPositions.to(last.device)];
         return new ClipTextOutput(last, pooled, hiddenStates);
     }
 }
@@ -72,7 +74,7 @@ internal sealed class ClipTextEmbeddings : nn.Module
 
     public ClipTextEmbeddings(ClipTextConfig config, TensorSpec spec) : base("CLIPTextEmbeddings")
     {
-        position_ids = arange(config.MaxPositionEmbeddings, int64, spec.Device).unsqueeze(0);
+        position_ids = TensorMath.Arange(config.MaxPositionEmbeddings, int64, spec.Device).unsqueeze(0);
         token_embedding = new Embedding(config.VocabSize, config.HiddenSize, spec);
         position_embedding = new Embedding(config.MaxPositionEmbeddings, config.HiddenSize, spec);
         RegisterComponents();
@@ -82,7 +84,7 @@ internal sealed class ClipTextEmbeddings : nn.Module
     {
         long length = inputIds.shape[^1];
         var positions = position_ids.narrow(1, 0, length).to(inputIds.device);
-        return token_embedding.forward(inputIds) + position_embedding.forward(positions);
+        return token_embedding.forward(inputIds).Plus(position_embedding.forward(positions));
     }
 }
 
@@ -128,8 +130,8 @@ internal sealed class ClipEncoderLayer : nn.Module
 
     public Tensor Forward(Tensor hiddenStates)
     {
-        var hidden = hiddenStates + self_attn.Forward(layer_norm1.forward(hiddenStates));
-        return hidden + mlp.Forward(layer_norm2.forward(hidden));
+        var hidden = hiddenStates.Plus(self_attn.Forward(layer_norm1.forward(hiddenStates)));
+        return hidden.Plus(mlp.Forward(layer_norm2.forward(hidden)));
     }
 }
 

@@ -1,4 +1,6 @@
+using TorchSharp;
 using TorchSharp.Modules;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Training;
@@ -42,11 +44,17 @@ internal sealed class AdamWOptimizer : IDisposable
             if (grad is null)
                 continue;
             var moments = MomentsOf(name, parameter);
-            parameter.mul_(1 - learningRate * Settings.WeightDecay);
-            moments.ExpAvg.mul_(beta1).add_(grad, alpha: 1 - beta1);
-            moments.ExpAvgSq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
-            var denominator = (moments.ExpAvgSq.sqrt() / Math.Sqrt(biasCorrection2)).add_(Settings.Eps);
-            parameter.addcdiv_(moments.ExpAvg, denominator, value: -stepSize);
+            using var decay = (1 - learningRate * Settings.WeightDecay).ToScalar();
+            using var beta1Scalar = beta1.ToScalar();
+            using var gradWeight = (1 - beta1).ToScalar();
+            using var beta2Scalar = beta2.ToScalar();
+            using var squareWeight = (1 - beta2).ToScalar();
+            using var negativeStep = (-stepSize).ToScalar();
+            parameter.mul_(decay);
+            moments.ExpAvg.mul_(beta1Scalar).add_(grad, gradWeight);
+            moments.ExpAvgSq.mul_(beta2Scalar).addcmul_(grad, grad, squareWeight);
+            var denominator = moments.ExpAvgSq.sqrt().DividedBy(Math.Sqrt(biasCorrection2)).PlusInPlace(Settings.Eps);
+            parameter.addcdiv_(moments.ExpAvg, denominator, negativeStep);
         }
     }
 
@@ -138,8 +146,8 @@ internal static class GradientClipping
         var norms = stack(grads.Select(g => g.norm(2.0f)).ToList());
         var total = norms.norm(2.0f);
         double totalNorm = total.item<float>();
-        var coefficient = maxNorm / (total + 1e-6);
-        var clamped = coefficient.clamp_max(1.0);
+        var coefficient = total.Plus(1e-6).Divides(maxNorm);
+        var clamped = coefficient.ClampMax(1.0);
         foreach (var grad in grads)
             grad.mul_(clamped.to(grad.device));
         return totalNorm;

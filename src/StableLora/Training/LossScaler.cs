@@ -1,4 +1,5 @@
 using TorchSharp.Modules;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Training;
@@ -36,7 +37,7 @@ internal sealed class LossScaler
             return false;
         double inverse = 1.0 / Scale;
         foreach (var grad in grads)
-            grad.mul_(inverse);
+            grad.TimesInPlace(inverse);
         return true;
     }
 

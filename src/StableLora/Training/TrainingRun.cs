@@ -88,6 +88,9 @@ internal sealed class TrainingRun
         var state = new RunState();
         if (resume is not null)
             Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
+        var lossParameters = parameters.Select(p => p.Parameter).ToList();
+        var step = new LoraStep(model.Unet, model.Vae, noiseScheduler, prediction,
+            new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm), lossParameters, optimizer, scaler);
 
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
             options.Seed, options.SkipUnreadableImages, _logger);
@@ -105,7 +108,6 @@ internal sealed class TrainingRun
         long stepsThisRun = 0;
         string? lastCheckpoint = resume?.Directory;
         bool cancelled = false;
-        var lossParameters = parameters.Select(p => p.Parameter).ToList();
 
         while (state.Step < options.MaxSteps)
         {
@@ -123,7 +125,13 @@ internal sealed class TrainingRun
             {
                 using var batch = await batches.NextAsync(CancellationToken.None).ConfigureAwait(false);
                 _hooks.BeforeMicroStep?.Invoke(state.Step + 1, batch.Pixels);
-                double loss = MicroStep(model, noiseScheduler, prediction, embeddings, latentCache?.Value, batch, noiseGenerator, dtype, lossScale / options.GradientAccumulationSteps);
+                double loss;
+                using (var scope = NewDisposeScope())
+                {
+                    var moments = LatentMoments(step, batch, latentCache?.Value);
+                    loss = step.ForwardBackward(moments, embeddings.For(batch.Captions), noiseGenerator, lossScale / options.GradientAccumulationSteps);
+                }
+
                 if (!double.IsFinite(loss))
                     nonFiniteImages.AddRange(batch.Names);
                 stepLoss += loss / options.GradientAccumulationSteps;
@@ -137,26 +145,21 @@ internal sealed class TrainingRun
             if (nonFiniteImages.Count > 0)
             {
                 Log.NonFiniteLoss(_logger, state.Step + 1, string.Join(", ", nonFiniteImages));
+                step.Discard();
                 if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop)
                     throw new TrainingFailedException(state.Step + 1, nonFiniteImages, "the loss is not finite");
                 skipped = true;
             }
-            else if (scaler is not null && !scaler.UnscaleAndCheck(lossParameters))
+            else if (step.Update(learningRate) == UpdateOutcome.SkippedOverflow)
             {
-                scaler.Update(foundInfOrNaN: true);
-                Log.LossScaleOverflow(_logger, state.Step + 1, scaler.Scale);
+                Log.LossScaleOverflow(_logger, state.Step + 1, scaler!.Scale);
                 skipped = true;
             }
             else
             {
-                scaler?.Update(foundInfOrNaN: false);
-                if (options.MaxGradNorm > 0)
-                    GradientClipping.ClipByTotalNorm(lossParameters, options.MaxGradNorm);
-                optimizer.Step(learningRate);
                 state.SchedulerSteps++;
             }
 
-            optimizer.ZeroGrad();
             state.Step++;
             reportStep(state.Step);
             if (double.IsFinite(stepLoss))
@@ -200,46 +203,18 @@ internal sealed class TrainingRun
         return result;
     }
 
-    /// <summary>One micro-batch forward and backward; returns its (unscaled) loss.</summary>
-    private double MicroStep(StableDiffusionModel model, DdpmScheduler noiseScheduler, PredictionKind prediction, CaptionEmbeddings embeddings,
-        Dictionary<int, Tensor>? latentCache, TrainingBatch batch, Generator generator, ScalarType dtype, double backwardScale)
+    /// <summary>The batch's latent distribution: encoded now, or from the cache (each image encoded once).</summary>
+    private static Vae.DiagonalGaussianDistribution LatentMoments(LoraStep step, TrainingBatch batch, Dictionary<int, Tensor>? cache)
     {
-        using var scope = NewDisposeScope();
-        var device = model.Unet.Spec.Device;
-        var moments = LatentMoments(model, batch, latentCache);
-        var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(device);
-        var latents = moments.Sample(eps.to(moments.Mean.dtype)).to(float32) * model.Vae.Config.ScalingFactor;
-
-        var noise = randn(latents.shape, float32, CPU, generator: generator);
-        if (_options.NoiseOffset > 0)
-            noise = noise + _options.NoiseOffset * randn(new[] { latents.shape[0], latents.shape[1], 1L, 1L }, float32, CPU, generator: generator);
-        noise = noise.to(device);
-        var timesteps = randint(0, noiseScheduler.TrainTimesteps, new[] { latents.shape[0] }, int64, CPU, generator: generator).to(device);
-        var noisy = noiseScheduler.AddNoise(latents, noise, timesteps);
-        var target = prediction == PredictionKind.Velocity ? noiseScheduler.GetVelocity(latents, noise, timesteps) : noise;
-
-        var conditioning = embeddings.For(batch.Captions);
-        var predicted = model.Unet.Forward(noisy.to(dtype), timesteps, conditioning);
-        var loss = LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, noiseScheduler, prediction, _options.MinSnrGamma);
-        double value = loss.item<float>();
-        if (double.IsFinite(value))
-            (loss * backwardScale).backward();
-        return value;
-    }
-
-    private static Vae.DiagonalGaussianDistribution LatentMoments(StableDiffusionModel model, TrainingBatch batch, Dictionary<int, Tensor>? cache)
-    {
-        using var noGrad = no_grad();
-        var device = model.Vae.Spec.Device;
         if (cache is null)
-            return model.Vae.Encode(batch.Pixels.to(device).to(model.Vae.Spec.DType));
+            return step.Encode(batch.Pixels);
 
         var missing = batch.Indices.Where(i => !cache.ContainsKey(i)).Distinct().ToList();
         if (missing.Count > 0)
         {
-            var positions = missing.Select(i => Array.IndexOf(batch.Indices, i)).ToArray();
-            using var pixels = batch.Pixels.index_select(0, tensor(positions.Select(p => (long)p).ToArray())).to(device).to(model.Vae.Spec.DType);
-            var encoded = model.Vae.Encode(pixels).Moments;
+            var positions = missing.Select(i => (long)Array.IndexOf(batch.Indices, i)).ToArray();
+            using var pixels = batch.Pixels.index_select(0, tensor(positions));
+            var encoded = step.Encode(pixels).Moments;
             for (int k = 0; k < missing.Count; k++)
                 cache[missing[k]] = encoded[k].clone().DetachFromDisposeScope();
         }

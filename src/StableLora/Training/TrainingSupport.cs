@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using StableLora.Diagnostics;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
+using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora.Training;
@@ -60,10 +61,10 @@ internal static class LossFunctions
         // Hang et al. 2023, as diffusers' training scripts compute it: weight = min(snr, gamma) / snr (or / (snr + 1) for v).
         var alphasCumprod = scheduler.AlphasCumprod.to(timesteps.device);
         var alpha = alphasCumprod.sqrt().index_select(0, timesteps);
-        var sigma = (1 - alphasCumprod).sqrt().index_select(0, timesteps);
-        var snr = (alpha / sigma).pow(2);
-        var weights = snr.clamp_max(gamma);
-        weights = prediction == PredictionKind.Velocity ? weights / (snr + 1) : weights / snr;
+        var sigma = alphasCumprod.SubtractedFrom(1).sqrt().index_select(0, timesteps);
+        var snr = (alpha / sigma).Pow(2);
+        var weights = snr.ClampMax(gamma);
+        weights = prediction == PredictionKind.Velocity ? weights / snr.Plus(1) : weights / snr;
         var perSample = nn.functional.mse_loss(predicted, target, nn.Reduction.None).mean(Enumerable.Range(1, (int)predicted.dim() - 1).Select(d => (long)d).ToArray());
         return (perSample * weights).mean();
     }

@@ -12,8 +12,8 @@ internal static class TimestepFeatures
     public static Tensor Compute(Tensor timesteps, long dimension, bool flipSinToCos, double freqShift, double maxPeriod = 10000)
     {
         long half = dimension / 2;
-        var exponent = arange(0, half, float32, timesteps.device) * (-Math.Log(maxPeriod));
-        exponent = exponent / (half - freqShift);
+        var exponent = TensorMath.Arange(half, float32, timesteps.device).Times(-Math.Log(maxPeriod));
+        exponent = exponent.DividedBy(half - freqShift);
         var arguments = timesteps.to(float32).unsqueeze(1) * exponent.exp().unsqueeze(0);
         var sin = arguments.sin();
         var cos = arguments.cos();

@@ -45,7 +45,7 @@ internal sealed class Transformer2DModel : nn.Module
             hidden = ToMap(proj_out.forward(hidden), batch, channels, height, width);
         else
             hidden = proj_out.forward(ToMap(hidden, batch, channels, height, width));
-        return hidden + residual;
+        return hidden.Plus(residual);
     }
 
     private static Tensor ToTokens(Tensor map, long batch, long channels, long height, long width) =>
@@ -78,9 +78,9 @@ internal sealed class BasicTransformerBlock : nn.Module
 
     public Tensor Forward(Tensor hiddenStates, Tensor encoderHiddenStates, AttentionOptions options)
     {
-        var hidden = attn1.Forward(norm1.forward(hiddenStates), null, options) + hiddenStates;
-        hidden = attn2.Forward(norm2.forward(hidden), encoderHiddenStates, options) + hidden;
-        return ff.Forward(norm3.forward(hidden)) + hidden;
+        var hidden = attn1.Forward(norm1.forward(hiddenStates), null, options).Plus(hiddenStates);
+        hidden = attn2.Forward(norm2.forward(hidden), encoderHiddenStates, options).Plus(hidden);
+        return ff.Forward(norm3.forward(hidden)).Plus(hidden);
     }
 }
 

@@ -81,7 +81,7 @@ internal sealed class UNet2DConditionModel : nn.Module
         long factor = 1L << upsamplers;
         bool forwardUpsampleSize = sample.shape[^2] % factor != 0 || sample.shape[^1] % factor != 0;
 
-        var hidden = Config.CenterInputSample ? 2 * sample - 1.0 : sample;
+        var hidden = Config.CenterInputSample ? sample.Times(2.0).Minus(1.0) : sample;
         var timesteps = timestep.dim() == 0 ? timestep.reshape(1).expand(hidden.shape[0]) : timestep;
         var features = TimestepFeatures.Compute(timesteps, Config.BlockOutChannels[0], Config.FlipSinToCos, Config.FreqShift).to(hidden.dtype);
         var embedding = time_embedding.Forward(features);

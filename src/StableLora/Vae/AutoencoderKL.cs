@@ -49,8 +49,8 @@ internal sealed class DiagonalGaussianDistribution
         var halves = moments.chunk(2, 1);
         Moments = moments;
         Mean = halves[0];
-        LogVar = halves[1].clamp(-30.0, 20.0);
-        Std = (0.5 * LogVar).exp();
+        LogVar = halves[1].Clamp(-30.0, 20.0);
+        Std = LogVar.Times(0.5).exp();
     }
 
     public Tensor Moments { get; }
@@ -70,7 +70,7 @@ internal sealed class DiagonalGaussianDistribution
     }
 
     /// <summary>mean + std * <paramref name="noise"/>.</summary>
-    public Tensor Sample(Tensor noise) => Mean + Std * noise;
+    public Tensor Sample(Tensor noise) => Mean.Plus(Std * noise);
 }
 
 /// <summary>The VAE encoder: conv_in, down blocks (resnets + right/bottom-padded downsampler), mid block, norm, activation, conv_out.</summary>

@@ -1,0 +1,91 @@
+using StableLora.Schedulers;
+using StableLora.Unet;
+using StableLora.Vae;
+using TorchSharp.Modules;
+using StableLora.Layers;
+using static TorchSharp.torch;
+
+namespace StableLora.Training;
+
+/// <summary>The loss and update settings of a step.</summary>
+internal sealed record LoraStepSettings(double NoiseOffset, double? MinSnrGamma, double MaxGradNorm);
+
+/// <summary>What an update did.</summary>
+internal enum UpdateOutcome
+{
+    Applied,
+    SkippedOverflow,
+}
+
+/// <summary>
+/// The arithmetic of one training step, shared by the training loop and the benchmarks: latents from the VAE's
+/// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 MSE (optionally min-SNR-weighted),
+/// backward; then unscaling (fp16), clipping and AdamW on the LoRA parameters.
+/// </summary>
+internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, DdpmScheduler scheduler, PredictionKind prediction,
+    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, AdamWOptimizer optimizer, LossScaler? scaler)
+{
+    public IReadOnlyList<Parameter> Parameters => parameters;
+
+    /// <summary>The latent distribution of pixels in [-1, 1] (no gradient).</summary>
+    public DiagonalGaussianDistribution Encode(Tensor pixels)
+    {
+        using var noGrad = no_grad();
+        return vae.Encode(pixels.to(vae.Spec.Device).to(vae.Spec.DType));
+    }
+
+    /// <summary>
+    /// One micro-batch forward and backward. Every draw comes from <paramref name="generator"/> on the CPU, in this
+    /// order: the latent sample's ε, the noise (and the noise offset), the timesteps. Returns the unscaled loss; a
+    /// non-finite loss is not back-propagated.
+    /// </summary>
+    public double ForwardBackward(DiagonalGaussianDistribution moments, Tensor conditioning, Generator generator, double backwardScale)
+    {
+        using var scope = NewDisposeScope();
+        var device = unet.Spec.Device;
+        var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(device);
+        var latents = moments.Sample(eps.to(moments.Mean.dtype)).to(float32).Times(vae.Config.ScalingFactor);
+
+        var noise = randn(latents.shape, float32, CPU, generator: generator);
+        if (settings.NoiseOffset > 0)
+            noise = noise.Plus(randn(new[] { latents.shape[0], latents.shape[1], 1L, 1L }, float32, CPU, generator: generator).Times(settings.NoiseOffset));
+        noise = noise.to(device);
+        var timesteps = randint(0, scheduler.TrainTimesteps, new[] { latents.shape[0] }, int64, CPU, generator: generator).to(device);
+        var noisy = scheduler.AddNoise(latents, noise, timesteps);
+        var target = prediction == PredictionKind.Velocity ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
+
+        var predicted = unet.Forward(noisy.to(unet.Spec.DType), timesteps, conditioning.to(unet.Spec.DType));
+        var loss = LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, scheduler, prediction, settings.MinSnrGamma);
+        double value = loss.item<float>();
+        if (double.IsFinite(value))
+            (backwardScale == 1.0 ? loss : loss.Times(backwardScale)).backward();
+        return value;
+    }
+
+    /// <summary>Unscales and checks (fp16), clips and applies AdamW at <paramref name="learningRate"/>; gradients are cleared either way.</summary>
+    public UpdateOutcome Update(double learningRate)
+    {
+        try
+        {
+            if (scaler is not null)
+            {
+                bool finite = scaler.UnscaleAndCheck(parameters);
+                scaler.Update(foundInfOrNaN: !finite);
+                if (!finite)
+                    return UpdateOutcome.SkippedOverflow;
+            }
+
+            if (settings.MaxGradNorm > 0)
+                GradientClipping.ClipByTotalNorm(parameters, settings.MaxGradNorm);
+            optimizer.Step(learningRate);
+            return UpdateOutcome.Applied;
+        }
+        finally
+        {
+            optimizer.ZeroGrad();
+        }
+    }
+
+    /// <summary>Drops the gradients without an update (a skipped step).</summary>
+    public void Discard() => optimizer.ZeroGrad();
+}
