@@ -31,6 +31,7 @@ public sealed class LoraTrainingBuilder
     private IProgress<TrainingProgress>? _progress;
     private bool _built;
     private TrainingHooks? _hooks;
+    private HubOptions _hub = new();
 
     private LoraTrainingBuilder(LoraTrainingOptions options)
     {
@@ -40,7 +41,7 @@ public sealed class LoraTrainingBuilder
     /// <summary>The options as set so far (not yet checked; <see cref="Build"/> checks them).</summary>
     public LoraTrainingOptions Options => _options;
 
-    /// <summary>Starts a builder for a base model: a diffusers folder (a single-file checkpoint or hub id where supported).</summary>
+    /// <summary>Starts a builder for a base model: a diffusers folder, a single-file checkpoint (.safetensors/.ckpt), or a Hugging Face hub id (<c>org/name[@revision]</c>, from the local cache unless downloads are allowed with <see cref="WithHubOptions"/>).</summary>
     /// <param name="model">The base model.</param>
     public static LoraTrainingBuilder FromPretrained(string model)
     {
@@ -185,6 +186,25 @@ public sealed class LoraTrainingBuilder
         return Set(change);
     }
 
+    /// <summary>How a hub id is resolved: the cache folder, whether missing files may be downloaded, offline mode, the token (not saved in checkpoints).</summary>
+    /// <param name="options">The hub options (unset values come from the HF_* environment variables).</param>
+    public LoraTrainingBuilder WithHubOptions(HubOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (_built)
+            throw new InvalidOperationException("this builder has already built a trainer; start a new one");
+        _hub = options;
+        return this;
+    }
+
+    /// <summary>How a single-file base model is read: a config folder or original LDM yaml, EMA weights.</summary>
+    /// <param name="options">The single-file options.</param>
+    public LoraTrainingBuilder WithSingleFileOptions(SingleFileOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Set(o => o with { SingleFile = options });
+    }
+
     /// <summary>Where the run logs (nothing by default).</summary>
     /// <param name="logger">The logger.</param>
     public LoraTrainingBuilder WithLogger(ILogger logger)
@@ -227,7 +247,7 @@ public sealed class LoraTrainingBuilder
         if (errors.Count > 0)
             throw new InvalidOptionsException(errors);
         _built = true;
-        return new LoraTrainer(_options, new TrainingRun(_options, _dataset, _logger, _progress, _observers.ToArray(), _hooks));
+        return new LoraTrainer(_options, new TrainingRun(_options, _dataset, _logger, _progress, _observers.ToArray(), _hooks, _hub));
     }
 
     private LoraTrainingBuilder Set(Func<LoraTrainingOptions, LoraTrainingOptions> change)

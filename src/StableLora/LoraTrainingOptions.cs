@@ -13,6 +13,9 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is "runwayml/stable-diffusion-v1-5".</value>
     public string Model { get; init; } = Defaults.Model;
 
+    /// <summary>How <see cref="Model"/> is read when it is a single-file checkpoint (config folder or LDM yaml, EMA weights).</summary>
+    public SingleFileOptions SingleFile { get; init; } = new();
+
     /// <summary>The folder of training images (ignored when a dataset object is given to the builder).</summary>
     public string? DataDirectory { get; init; }
 
@@ -189,6 +192,17 @@ public sealed record LoraTrainingOptions
         }
 
         Check(!string.IsNullOrWhiteSpace(Model), nameof(Model), Model, "a model folder, checkpoint file or hub id is needed");
+        Check(SingleFile is not null, nameof(SingleFile), null, "single-file options are needed (the default ones will do)");
+        if (SingleFile is not null)
+        {
+            Check(SingleFile.ConfigDirectory is null || SingleFile.OriginalConfigFile is null, nameof(SingleFile), SingleFile.ConfigDirectory,
+                "name either a config folder or an original LDM config file, not both");
+            Check(SingleFile.ConfigDirectory is null || System.IO.Directory.Exists(SingleFile.ConfigDirectory), $"{nameof(SingleFile)}.{nameof(SingleFileOptions.ConfigDirectory)}",
+                SingleFile.ConfigDirectory, "the folder does not exist");
+            Check(SingleFile.OriginalConfigFile is null || File.Exists(SingleFile.OriginalConfigFile), $"{nameof(SingleFile)}.{nameof(SingleFileOptions.OriginalConfigFile)}",
+                SingleFile.OriginalConfigFile, "the file does not exist");
+        }
+
         if (!hasDatasetObject)
         {
             Check(!string.IsNullOrWhiteSpace(DataDirectory), nameof(DataDirectory), DataDirectory, "a folder of training images (or a dataset object) is needed");

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using StableLora.AttentionProcessors;
+using StableLora.Hub;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
 using static TorchSharp.torch;
@@ -52,8 +53,8 @@ public sealed class StableDiffusionGenerator : IDisposable
 
     internal StableDiffusionModel Model => _model;
 
-    /// <summary>Starts a builder for a base model (a diffusers folder).</summary>
-    /// <param name="model">The model folder.</param>
+    /// <summary>Starts a builder for a base model: a diffusers folder, a single-file checkpoint (.safetensors/.ckpt), or a Hugging Face hub id (<c>org/name[@revision]</c>, from the local cache unless downloads are allowed with <see cref="StableDiffusionGeneratorBuilder.WithHubOptions"/>).</summary>
+    /// <param name="model">The model folder, file or hub id.</param>
     public static StableDiffusionGeneratorBuilder FromPretrained(string model) => new(model);
 
     /// <summary>Generates images for <paramref name="prompt"/> (an empty prompt is allowed, as in diffusers).</summary>
@@ -113,17 +114,17 @@ public sealed class StableDiffusionGenerator : IDisposable
         return _scheduler.Config.UseKarrasSigmas == true ? name + " Karras" : name;
     }
 
-    /// <summary>A1111's short model hash: the first 10 hex digits of the sha256 of the UNet weights file (computed once).</summary>
+    /// <summary>A1111's short model hash: the first 10 hex digits of the sha256 of the checkpoint file, or of a pipeline's UNet weights file (computed once).</summary>
     private string? ModelHash()
     {
         if (_modelHash is not null)
             return _modelHash;
         string unet = Path.Combine(_model.Source, "unet");
-        if (!Directory.Exists(unet))
+        if (!File.Exists(_model.Source) && !Directory.Exists(unet))
             return null;
         try
         {
-            string file = WeightFiles.Locate(unet, WeightFiles.Diffusers, null, out _);
+            string file = File.Exists(_model.Source) ? _model.Source : WeightFiles.Locate(unet, WeightFiles.Diffusers, null, out _);
             using var stream = File.OpenRead(file);
             _modelHash = Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant()[..10];
         }
@@ -147,6 +148,8 @@ public sealed class StableDiffusionGeneratorBuilder
     private ModelDType _dtype = ModelDType.Float32;
     private bool _vaeInFloat32 = true;
     private string? _variant;
+    private HubOptions _hub = new();
+    private SingleFileOptions _singleFile = new();
     private int? _tileSize;
     private bool _tiling;
     private int? _sliceSize;
@@ -230,6 +233,22 @@ public sealed class StableDiffusionGeneratorBuilder
         return this;
     }
 
+    /// <summary>How a hub id is resolved: the cache folder, whether missing files may be downloaded, offline mode, the token.</summary>
+    /// <param name="options">The hub options (unset values come from the HF_* environment variables).</param>
+    public StableDiffusionGeneratorBuilder WithHubOptions(HubOptions options)
+    {
+        _hub = options ?? throw new ArgumentNullException(nameof(options));
+        return this;
+    }
+
+    /// <summary>How a single-file checkpoint is read: a config folder or original LDM yaml, EMA weights.</summary>
+    /// <param name="options">The single-file options.</param>
+    public StableDiffusionGeneratorBuilder WithSingleFileOptions(SingleFileOptions options)
+    {
+        _singleFile = options ?? throw new ArgumentNullException(nameof(options));
+        return this;
+    }
+
     /// <summary>Where loading and warnings (truncated prompts) are logged.</summary>
     /// <param name="logger">The logger.</param>
     public StableDiffusionGeneratorBuilder WithLogger(ILogger logger)
@@ -250,7 +269,8 @@ public sealed class StableDiffusionGeneratorBuilder
             _ => ScalarType.Float32,
         };
         var vaeDtype = _dtype == ModelDType.Float16 && _vaeInFloat32 ? ScalarType.Float32 : dtype;
-        var model = StableDiffusionModel.LoadFolder(ModelLocation.Resolve(_model), new ModelLoadSettings(device, dtype, vaeDtype, dtype, _variant, _logger));
+        var location = ModelLocation.Resolve(_model, HubSettings.Resolve(_hub), _variant, _logger);
+        var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, _variant, _logger), _singleFile);
         try
         {
             return Assemble(model, ownsModel: true);

@@ -80,3 +80,72 @@ public sealed class StateDictMismatchException : InvalidModelFileException
         return "the weights do not match the model: " + string.Join(", ", parts);
     }
 }
+
+/// <summary>Why a model could not be taken from the Hugging Face cache or hub.</summary>
+public enum HubErrorKind
+{
+    /// <summary>A file is not in the local cache, and downloads are off or offline mode is on.</summary>
+    NotInCache,
+
+    /// <summary>The hub says the repository does not exist (or is private and no token was sent).</summary>
+    RepositoryNotFound,
+
+    /// <summary>The repository has no such branch, tag or commit.</summary>
+    RevisionNotFound,
+
+    /// <summary>The repository has no such file.</summary>
+    FileNotFound,
+
+    /// <summary>401: the repository needs a token (HF_TOKEN), or the token was refused.</summary>
+    Unauthorized,
+
+    /// <summary>403: the token may not read this repository (a gated model whose conditions were not accepted).</summary>
+    AccessDenied,
+
+    /// <summary>A downloaded file does not have the size or checksum the hub announced.</summary>
+    IntegrityCheckFailed,
+
+    /// <summary>The hub could not be reached, or answered with a server error.</summary>
+    Network,
+}
+
+/// <summary>A model named by a hub id that could not be resolved from the cache or downloaded from the hub.</summary>
+public sealed class HubException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="kind">Why.</param>
+    /// <param name="repoId">The repository (<c>org/name</c>).</param>
+    /// <param name="revision">The branch, tag or commit asked for.</param>
+    /// <param name="fileName">The file at fault, or null when the whole repository is.</param>
+    /// <param name="message">What is wrong, in words a user can act on.</param>
+    /// <param name="statusCode">The HTTP status the hub answered, if any.</param>
+    /// <param name="innerException">The underlying error, if any.</param>
+    public HubException(HubErrorKind kind, string repoId, string revision, string? fileName, string message, int? statusCode = null, Exception? innerException = null)
+        : base($"{repoId}@{revision}{(fileName is null ? "" : $": {fileName}")}: {message}", innerException)
+    {
+        Kind = kind;
+        Detail = message;
+        RepoId = repoId;
+        Revision = revision;
+        FileName = fileName;
+        StatusCode = statusCode;
+    }
+
+    /// <summary>Why the model could not be resolved.</summary>
+    public HubErrorKind Kind { get; }
+
+    /// <summary>The repository (<c>org/name</c>).</summary>
+    public string RepoId { get; }
+
+    /// <summary>The branch, tag or commit asked for.</summary>
+    public string Revision { get; }
+
+    /// <summary>The file at fault (a path in the repository), or null.</summary>
+    public string? FileName { get; }
+
+    /// <summary>The HTTP status the hub answered, or null.</summary>
+    public int? StatusCode { get; }
+
+    /// <summary>The message without the repository and file it names.</summary>
+    internal string Detail { get; }
+}

@@ -43,4 +43,57 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 19, Level = LogLevel.Information, Message = "Validation images of step {Step}: {Paths}")]
     public static partial void ValidationImagesSaved(ILogger logger, long step, string paths);
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Using {Model} from the Hugging Face cache: {Folder}")]
+    public static partial void HubModelFromCache(ILogger logger, string model, string folder);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Resolved {Model} to commit {Commit}: {Folder}")]
+    public static partial void HubModelResolved(ILogger logger, string model, string commit, string folder);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "The hub could not be asked about {Model} ({Reason}); using the cached snapshot {Folder}")]
+    public static partial void HubUsingCacheAfterError(ILogger logger, string model, string folder, string reason);
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Information, Message = "Downloading {File} of {Repo} ({Bytes} bytes; -1: unknown)")]
+    public static partial void HubDownloadStarting(ILogger logger, string repo, string file, long bytes);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Information, Message = "Resuming the download of {File} of {Repo} after {Bytes} bytes")]
+    public static partial void HubDownloadResuming(ILogger logger, string repo, string file, long bytes);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Warning, Message = "The download of {File} of {Repo} broke off after {Bytes} bytes ({Reason}); resuming")]
+    public static partial void HubDownloadRetry(ILogger logger, string repo, string file, long bytes, string reason);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Warning, Message = "The server ignored the range request for {File} of {Repo}; downloading it from the start")]
+    public static partial void HubRangeIgnored(ILogger logger, string repo, string file);
+
+    [LoggerMessage(EventId = 107, Level = LogLevel.Information, Message = "Downloaded and verified {File} of {Repo} into {Blob}")]
+    public static partial void HubFileDownloaded(ILogger logger, string repo, string file, string blob);
+
+    [LoggerMessage(EventId = 108, Level = LogLevel.Information, Message = "Waiting for another process downloading {File} of {Repo} (lock {Lock})")]
+    public static partial void HubWaitingForLock(ILogger logger, string repo, string file, string @lock);
+
+    [LoggerMessage(EventId = 109, Level = LogLevel.Debug, Message = "{File} of {Repo} is already in the cache's blobs; linking it")]
+    public static partial void HubBlobReused(ILogger logger, string repo, string file);
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Loading single-file checkpoint {Path} with the {Architecture}")]
+    public static partial void SingleFileLoading(ILogger logger, string path, string architecture);
+
+    [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "EMA weights were asked for, but {Path} has none (model_ema.*); loading its regular UNet weights")]
+    public static partial void SingleFileEmaMissing(ILogger logger, string path);
+
+    [LoggerMessage(EventId = 112, Level = LogLevel.Information, Message = "{Path} holds EMA and regular UNet weights; loading the regular ones (SingleFileOptions.UseEmaWeights selects the EMA ones)")]
+    public static partial void SingleFileEmaNotUsed(ILogger logger, string path);
+
+    [LoggerMessage(EventId = 113, Level = LogLevel.Information, Message = "Loading the EMA UNet weights of {Path}")]
+    public static partial void SingleFileEmaUsed(ILogger logger, string path);
+
+    [LoggerMessage(EventId = 114, Level = LogLevel.Debug, Message = "Skipped {Count} training-only entries of {Path} (noise schedule buffers, EMA bookkeeping)")]
+    public static partial void SingleFileExtrasSkipped(ILogger logger, string path, int count);
+
+    [LoggerMessage(EventId = 115, Level = LogLevel.Warning, Message = "Skipped {Count} tensors of {Path} that belong to no SD component, e.g. {Examples}")]
+    public static partial void SingleFileUnknownSkipped(ILogger logger, string path, int count, string examples);
+
+    [LoggerMessage(EventId = 116, Level = LogLevel.Information, Message = "{Folder} has no {Component} folder; using the built-in SD 1.5 {Component}")]
+    public static partial void SingleFileDefaultComponent(ILogger logger, string folder, string component);
+
+    [LoggerMessage(EventId = 117, Level = LogLevel.Information, Message = "Wrote {Model} to {Path}")]
+    public static partial void ModelExported(ILogger logger, string model, string path);
 }

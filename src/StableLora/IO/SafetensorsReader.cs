@@ -241,26 +241,36 @@ internal sealed class SafetensorsReader : ITensorReader
     private sealed record Entry(TensorInfo Info, long Begin, long End);
 }
 
+/// <summary>One tensor to write: its name, dtype and shape for the header, and how to produce its data when its turn comes.</summary>
+internal sealed record SafetensorsEntry(string Name, torch.ScalarType DType, long[] Shape, Func<torch.Tensor> Produce);
+
 /// <summary>Writes <c>.safetensors</c> files (with optional <c>__metadata__</c>), atomically.</summary>
 internal static class SafetensorsWriter
 {
-    public static void Write(string path, IEnumerable<KeyValuePair<string, torch.Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IEnumerable<KeyValuePair<string, torch.Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Write(path, tensors.Select(t => new SafetensorsEntry(t.Key, t.Value.dtype, t.Value.shape, () => t.Value)).ToList(), metadata);
+
+    /// <summary>
+    /// Writes tensors that are produced one at a time, as the data is written (converted to another dtype, moved off the
+    /// GPU, reshaped), so a whole model is written without a second copy of it in memory. Each produced tensor must
+    /// have the entry's dtype and shape; tensors made inside <see cref="SafetensorsEntry.Produce"/> are disposed after use.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<SafetensorsEntry> entries, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var items = tensors.ToList();
         var header = new Dictionary<string, object>(StringComparer.Ordinal);
         if (metadata is { Count: > 0 })
             header["__metadata__"] = metadata;
 
         long offset = 0;
-        foreach (var (name, tensor) in items)
+        foreach (var entry in entries)
         {
-            if (header.ContainsKey(name))
-                throw new ArgumentException($"tensor name '{name}' appears twice", nameof(tensors));
-            long bytes = tensor.NumberOfElements * TensorDTypes.ElementSize(tensor.dtype);
-            header[name] = new SortedDictionary<string, object>(StringComparer.Ordinal)
+            if (header.ContainsKey(entry.Name))
+                throw new ArgumentException($"tensor name '{entry.Name}' appears twice", nameof(entries));
+            long bytes = entry.Shape.Aggregate(1L, (a, b) => a * b) * TensorDTypes.ElementSize(entry.DType);
+            header[entry.Name] = new SortedDictionary<string, object>(StringComparer.Ordinal)
             {
-                ["dtype"] = TensorDTypes.ToSafetensors(tensor.dtype),
-                ["shape"] = tensor.shape,
+                ["dtype"] = TensorDTypes.ToSafetensors(entry.DType),
+                ["shape"] = entry.Shape,
                 ["data_offsets"] = new[] { offset, offset + bytes },
             };
             offset += bytes;
@@ -278,10 +288,12 @@ internal static class SafetensorsWriter
             BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)headerBytes.Length);
             stream.Write(length);
             stream.Write(headerBytes);
-            foreach (var (_, tensor) in items)
+            foreach (var entry in entries)
             {
                 using var scope = torch.NewDisposeScope();
-                var cpu = tensor.detach().cpu().contiguous();
+                var cpu = entry.Produce().detach().cpu().contiguous();
+                if (cpu.dtype != entry.DType || !cpu.shape.SequenceEqual(entry.Shape))
+                    throw new InvalidOperationException($"'{entry.Name}' was declared {TensorDTypes.Describe(entry.DType)} {TensorInfo.FormatShape(entry.Shape)} but produced {TensorDTypes.Describe(cpu.dtype)} {TensorInfo.FormatShape(cpu.shape)}");
                 if (cpu.NumberOfElements > 0)
                     cpu.WriteBytesToStream(stream, (int)Math.Min(cpu.NumberOfElements * cpu.ElementSize, 1 << 20));
             }

@@ -37,19 +37,49 @@ internal static class ComponentLoader
         return LoadWeights(new ClipTextModel(config, settings.Spec), directory, WeightFiles.Transformers, mapping, settings);
     }
 
-    private static T LoadWeights<T>(T model, string directory, WeightNames names, StateDictMapping mapping, ComponentLoadSettings settings)
+    /// <summary>Loads <paramref name="model"/> strictly from <paramref name="reader"/>; the model is disposed if that fails.</summary>
+    public static T LoadFrom<T>(T model, ITensorReader reader, StateDictMapping mapping, ComponentLoadSettings settings)
         where T : nn.Module
     {
         try
         {
-            string path = WeightFiles.Locate(directory, names, settings.Variant, out bool usedVariant);
-            if (settings.Variant is not null && !usedVariant)
-                Log.VariantMissing(settings.Logger, settings.Variant, directory, Path.GetFileName(path));
-            using (var reader = WeightFiles.Open(path))
-                StateDictLoader.Load(model, reader, mapping);
-            Log.ComponentLoaded(settings.Logger, model.GetName(), path, settings.DType.ToString(), settings.Device.ToString());
+            StateDictLoader.Load(model, reader, mapping);
+            Log.ComponentLoaded(settings.Logger, model.GetName(), reader.Path, settings.DType.ToString(), settings.Device.ToString());
             model.eval();
             return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static T LoadWeights<T>(T model, string directory, WeightNames names, StateDictMapping mapping, ComponentLoadSettings settings)
+        where T : nn.Module
+    {
+        string path;
+        try
+        {
+            path = WeightFiles.Locate(directory, names, settings.Variant, out bool usedVariant);
+            if (settings.Variant is not null && !usedVariant)
+                Log.VariantMissing(settings.Logger, settings.Variant, directory, Path.GetFileName(path));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+
+        using var reader = OpenOrDispose(path, model);
+        return LoadFrom(model, reader, mapping, settings);
+    }
+
+    private static ITensorReader OpenOrDispose(string path, nn.Module model)
+    {
+        try
+        {
+            return WeightFiles.Open(path);
         }
         catch
         {

@@ -18,6 +18,9 @@ internal sealed record ModelLoadSettings(Device Device, ScalarType UnetDType, Sc
 {
     public static ModelLoadSettings Uniform(Device device, ScalarType dtype, ILogger logger, string? variant = null) =>
         new(device, dtype, dtype, dtype, variant, logger);
+
+    /// <summary>The settings of one component loaded in <paramref name="dtype"/>.</summary>
+    public ComponentLoadSettings For(ScalarType dtype) => new(Device, dtype, Variant, Logger);
 }
 
 /// <summary>
@@ -26,10 +29,12 @@ internal sealed record ModelLoadSettings(Device Device, ScalarType UnetDType, Sc
 /// </summary>
 internal sealed class StableDiffusionModel : IDisposable
 {
-    private StableDiffusionModel(string source, UNet2DConditionModel unet, AutoencoderKL vae, ClipTextModel textEncoder,
-        ClipTokenizer tokenizer, SchedulerConfig schedulerConfig)
+    private StableDiffusionModel(string source, string name, UNet2DConditionModel unet, AutoencoderKL vae, ClipTextModel textEncoder,
+        ClipTokenizer tokenizer, SchedulerConfig schedulerConfig, PipelineConfigs? configs)
     {
         Source = source;
+        Name = name;
+        Configs = configs;
         Unet = unet;
         Vae = vae;
         TextEncoder = textEncoder;
@@ -37,11 +42,14 @@ internal sealed class StableDiffusionModel : IDisposable
         SchedulerConfig = schedulerConfig;
     }
 
-    /// <summary>The folder (or file) the model came from.</summary>
+    /// <summary>The folder (or single file) the model was loaded from; for a hub id, the cache snapshot folder.</summary>
     public string Source { get; }
 
-    /// <summary>A short name for the model (folder or file name), as A1111 shows it.</summary>
-    public string Name => Path.GetFileNameWithoutExtension(Source.TrimEnd('/', '\\'));
+    /// <summary>A short name for the model (folder name, file name without extension, or the hub repository's name), as A1111 shows it.</summary>
+    public string Name { get; }
+
+    /// <summary>The configs and tokenizer files the models were built from, for writing the pipeline back out; null for models assembled in memory without them.</summary>
+    public PipelineConfigs? Configs { get; }
 
     public UNet2DConditionModel Unet { get; }
 
@@ -59,20 +67,30 @@ internal sealed class StableDiffusionModel : IDisposable
     /// <summary>The default image size: the UNet's sample size times the VAE factor (512 for SD 1.5).</summary>
     public int DefaultImageSize => Unet.Config.SampleSize * VaeScaleFactor;
 
+    /// <summary>Loads a model from wherever <see cref="ModelLocation"/> found it: a diffusers folder (a hub snapshot is one) or a single file.</summary>
+    public static StableDiffusionModel Load(ResolvedModel model, ModelLoadSettings settings, SingleFileOptions? singleFile = null) =>
+        model.Kind == ModelSourceKind.SingleFile
+            ? SingleFileLoader.Load(model.Path, singleFile ?? new SingleFileOptions(), settings, model.Name)
+            : LoadFolder(model.Path, settings, model.Name);
+
+    /// <summary>A short model name for a folder or file path.</summary>
+    public static string NameOf(string path) => Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)));
+
     /// <summary>Loads every component of a diffusers pipeline folder.</summary>
-    public static StableDiffusionModel LoadFolder(string directory, ModelLoadSettings settings)
+    public static StableDiffusionModel LoadFolder(string directory, ModelLoadSettings settings, string? name = null)
     {
         var index = ModelIndex.Open(directory);
+        var configs = PipelineConfigs.FromFolder(index.Directory);
         var schedulerConfig = SchedulerConfig.FromFile(Path.Combine(index.ComponentDirectory("scheduler"), "scheduler_config.json"));
         var tokenizer = ClipTokenizer.FromDirectory(index.ComponentDirectory("tokenizer"));
         var components = new List<IDisposable>();
         try
         {
-            var unet = Track(components, ComponentLoader.LoadUnet(index.ComponentDirectory("unet"), Settings(settings, settings.UnetDType)));
-            var vae = Track(components, ComponentLoader.LoadVae(index.ComponentDirectory("vae"), Settings(settings, settings.VaeDType)));
-            var textEncoder = Track(components, ComponentLoader.LoadTextEncoder(index.ComponentDirectory("text_encoder"), Settings(settings, settings.TextEncoderDType)));
-            CheckCompatible(index, unet, textEncoder);
-            var model = new StableDiffusionModel(index.Directory, unet, vae, textEncoder, tokenizer, schedulerConfig);
+            var unet = Track(components, ComponentLoader.LoadUnet(index.ComponentDirectory("unet"), settings.For(settings.UnetDType)));
+            var vae = Track(components, ComponentLoader.LoadVae(index.ComponentDirectory("vae"), settings.For(settings.VaeDType)));
+            var textEncoder = Track(components, ComponentLoader.LoadTextEncoder(index.ComponentDirectory("text_encoder"), settings.For(settings.TextEncoderDType)));
+            CheckCompatible(Path.Combine(index.ComponentDirectory("unet"), "config.json"), unet, textEncoder);
+            var model = new StableDiffusionModel(index.Directory, name ?? NameOf(index.Directory), unet, vae, textEncoder, tokenizer, schedulerConfig, configs);
             model.Freeze();
             return model;
         }
@@ -86,9 +104,9 @@ internal sealed class StableDiffusionModel : IDisposable
 
     /// <summary>Assembles a pipeline from models already in memory (random mock models in tests, converted checkpoints).</summary>
     public static StableDiffusionModel FromComponents(string source, UNet2DConditionModel unet, AutoencoderKL vae, ClipTextModel textEncoder,
-        ClipTokenizer tokenizer, SchedulerConfig schedulerConfig)
+        ClipTokenizer tokenizer, SchedulerConfig schedulerConfig, PipelineConfigs? configs = null, string? name = null)
     {
-        var model = new StableDiffusionModel(source, unet, vae, textEncoder, tokenizer, schedulerConfig);
+        var model = new StableDiffusionModel(source, name ?? NameOf(source), unet, vae, textEncoder, tokenizer, schedulerConfig, configs);
         model.Freeze();
         return model;
     }
@@ -119,16 +137,14 @@ internal sealed class StableDiffusionModel : IDisposable
         }
     }
 
-    private static void CheckCompatible(ModelIndex index, UNet2DConditionModel unet, ClipTextModel textEncoder)
+    /// <summary>The UNet attends to the text encoder's hidden states, so their widths must agree.</summary>
+    public static void CheckCompatible(string unetConfigSource, UNet2DConditionModel unet, ClipTextModel textEncoder)
     {
         if (unet.Config.CrossAttentionDim != textEncoder.Config.HiddenSize)
-            throw new ModelConfigException(Path.Combine(index.ComponentDirectory("unet"), "config.json"), "cross_attention_dim",
+            throw new ModelConfigException(unetConfigSource, "cross_attention_dim",
                 unet.Config.CrossAttentionDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 $"the text encoder's hidden_size is {textEncoder.Config.HiddenSize}; the two must match");
     }
-
-    private static ComponentLoadSettings Settings(ModelLoadSettings settings, ScalarType dtype) =>
-        new(settings.Device, dtype, settings.Variant, settings.Logger);
 
     private static T Track<T>(List<IDisposable> list, T item) where T : IDisposable
     {

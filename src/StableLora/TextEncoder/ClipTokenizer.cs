@@ -75,14 +75,18 @@ public sealed class ClipTokenizer
         ArgumentNullException.ThrowIfNull(mergesPath);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 2);
 
-        Dictionary<string, int> vocabulary = ClipVocabularyFiles.ReadVocabulary(vocabPath);
+        return Create(ClipVocabularyFiles.ReadVocabulary(vocabPath), vocabPath, ClipVocabularyFiles.ReadMerges(mergesPath), mergesPath, maxLength);
+    }
+
+    /// <summary>Builds the tokenizer from a vocabulary and merges already read; the names are used in errors.</summary>
+    internal static ClipTokenizer Create(Dictionary<string, int> vocabulary, string vocabPath, List<string> merges, string mergesPath, int maxLength = DefaultMaxLength)
+    {
         foreach (string special in SpecialTokens)
         {
             if (!vocabulary.ContainsKey(special))
                 throw new InvalidModelFileException(vocabPath, special, "the CLIP special token is missing from the vocabulary.");
         }
 
-        List<string> merges = ClipVocabularyFiles.ReadMerges(mergesPath);
         BpeTokenizer bpe;
         try
         {

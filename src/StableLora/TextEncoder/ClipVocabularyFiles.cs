@@ -13,9 +13,12 @@ internal static class ClipVocabularyFiles
     // the 2 special tokens.
     private const int MaxMerges = 49152 - 256 - 2;
 
-    public static Dictionary<string, int> ReadVocabulary(string path)
+    public static Dictionary<string, int> ReadVocabulary(string path) => ParseVocabulary(ReadText(path), path);
+
+    /// <summary>Parses the text of a <c>vocab.json</c>; <paramref name="path"/> names it in errors.</summary>
+    public static Dictionary<string, int> ParseVocabulary(string text, string path)
     {
-        using JsonDocument document = ParseJson(path);
+        using JsonDocument document = ParseJson(text, path);
         if (document.RootElement.ValueKind != JsonValueKind.Object)
             throw new InvalidModelFileException(path, null, "expected a JSON object mapping each token to its id.");
         var vocabulary = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -30,9 +33,12 @@ internal static class ClipVocabularyFiles
     }
 
     /// <summary>The merges as "left right" strings: the lines after the "#version" header, at most <see cref="MaxMerges"/>.</summary>
-    public static List<string> ReadMerges(string path)
+    public static List<string> ReadMerges(string path) => ParseMerges(ReadText(path), path);
+
+    /// <summary>Parses the text of a <c>merges.txt</c>; <paramref name="path"/> names it in errors.</summary>
+    public static List<string> ParseMerges(string text, string path)
     {
-        string[] lines = ReadText(path).Trim().Split('\n');
+        string[] lines = text.Trim().Split('\n');
         var merges = new List<string>();
         for (int line = 1; line < lines.Length && line <= MaxMerges; line++)
         {
@@ -55,7 +61,7 @@ internal static class ClipVocabularyFiles
     {
         if (!File.Exists(path))
             return defaultMaxLength;
-        using JsonDocument document = ParseJson(path);
+        using JsonDocument document = ParseJson(ReadText(path), path);
         JsonElement root = document.RootElement;
         if (root.ValueKind != JsonValueKind.Object)
             throw new InvalidModelFileException(path, null, "expected a JSON object.");
@@ -86,9 +92,8 @@ internal static class ClipVocabularyFiles
             throw new ModelConfigException(path, key, value.GetRawText(), $"only the CLIP token \"{expected}\" is supported here.");
     }
 
-    private static JsonDocument ParseJson(string path)
+    private static JsonDocument ParseJson(string text, string path)
     {
-        string text = ReadText(path);
         try
         {
             return JsonDocument.Parse(text);

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using StableLora.AttentionProcessors;
 using StableLora.Data;
 using StableLora.Diagnostics;
+using StableLora.Hub;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
 using TorchSharp.Modules;
@@ -27,10 +28,12 @@ internal sealed class TrainingRun
     private readonly IProgress<TrainingProgress>? _progress;
     private readonly ObserverSet _observers;
     private readonly TrainingHooks _hooks;
+    private readonly HubOptions _hub;
 
     public TrainingRun(LoraTrainingOptions options, IImageDataset? dataset, ILogger logger, IProgress<TrainingProgress>? progress,
-        IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null)
+        IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null, HubOptions? hub = null)
     {
+        _hub = hub ?? new HubOptions();
         _options = options;
         _hooks = hooks ?? new TrainingHooks();
         _dataset = dataset;
@@ -61,8 +64,8 @@ internal sealed class TrainingRun
         var dataset = _dataset ?? new SketchDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles);
         var usable = UsableImages(dataset);
 
-        using var model = StableDiffusionModel.LoadFolder(ModelLocation.Resolve(options.Model),
-            new ModelLoadSettings(device, dtype, vaeDtype, dtype, null, _logger));
+        var location = await ModelLocation.ResolveAsync(options.Model, HubSettings.Resolve(_hub), null, _logger, cancellationToken).ConfigureAwait(false);
+        using var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, null, _logger), options.SingleFile);
         _hooks.ModelLoaded?.Invoke(model);
         if (options.Resolution % model.VaeScaleFactor != 0)
             throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
