@@ -157,6 +157,9 @@ public sealed class LoraTrainingBuilder
     /// <summary>Encode each image to latents once and reuse them (no random crop or flip).</summary>
     public LoraTrainingBuilder WithLatentCaching() => Set(o => o with { CacheLatents = true });
 
+    /// <summary>Recompute UNet activations during backward to save memory (see <see cref="LoraTrainingOptions.GradientCheckpointing"/>).</summary>
+    public LoraTrainingBuilder WithGradientCheckpointing() => Set(o => o with { GradientCheckpointing = true });
+
     /// <summary>Skip images that cannot be read instead of failing, with a warning naming each.</summary>
     public LoraTrainingBuilder WithSkippingUnreadableImages() => Set(o => o with { SkipUnreadableImages = true });
 

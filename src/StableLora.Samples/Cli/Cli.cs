@@ -15,6 +15,7 @@ internal static class Cli
         root.Subcommands.Add(new TrainCommand().Build(verbose));
         root.Subcommands.Add(new GenerateCommand().Build(verbose));
         root.Subcommands.Add(new ConvertCommand().Build(verbose));
+        root.Subcommands.Add(new BenchCommand().Build(verbose));
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -81,7 +81,8 @@ internal sealed record AttentionShape(
 
 /// <summary>Per-call settings of the attention processors (diffusers' <c>cross_attention_kwargs</c>).</summary>
 /// <param name="LoraScale">Multiplies every LoRA contribution (diffusers' <c>scale</c>).</param>
-internal sealed record AttentionOptions(double LoraScale = 1.0)
+/// <param name="GradientCheckpointing">Whether the UNet's blocks run checkpointed (set by the UNet in training).</param>
+internal sealed record AttentionOptions(double LoraScale = 1.0, bool GradientCheckpointing = false)
 {
     public static AttentionOptions Default { get; } = new();
 }

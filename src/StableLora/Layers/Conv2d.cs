@@ -35,7 +35,12 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable
 
     public Parameter? Bias => bias;
 
-    public override Tensor forward(Tensor input) => nn.functional.conv2d(input, weight, bias, _stride, _padding);
+    public override Tensor forward(Tensor input)
+    {
+        var output = nn.functional.conv2d(input, weight, bias, _stride, _padding);
+        FlopCounter.Add(2 * output.NumberOfElements * InChannels * KernelSize * KernelSize);
+        return output;
+    }
 
     public void Initialize(Generator generator) =>
         PyTorchInit.KaimingUniformWithBias(weight, bias, InChannels * KernelSize * KernelSize, generator);

@@ -27,7 +27,12 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable
 
     public Parameter? Bias => bias;
 
-    public override Tensor forward(Tensor input) => nn.functional.linear(input, weight, bias);
+    public override Tensor forward(Tensor input)
+    {
+        var output = nn.functional.linear(input, weight, bias);
+        FlopCounter.Add(2 * output.NumberOfElements * InFeatures);
+        return output;
+    }
 
     public void Initialize(Generator generator) => PyTorchInit.KaimingUniformWithBias(weight, bias, InFeatures, generator);
 }

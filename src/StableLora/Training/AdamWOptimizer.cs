@@ -10,15 +10,23 @@ namespace StableLora.Training;
 /// list of named parameters. Its state (step and both moments per parameter) is explicit so that checkpoints can save
 /// and restore it exactly.
 /// </summary>
+/// <remarks>
+/// When every parameter is a float32 tensor on one device (the LoRA case), the parameters are moved into one flat
+/// buffer (each stays the same <see cref="Parameter"/> object, now a view of it) and the update runs as a handful of
+/// whole-buffer operations instead of nine per parameter: the same element-wise arithmetic, a few kernels instead of
+/// thousands (what <c>foreach</c>/<c>fused</c> AdamW do in PyTorch).
+/// </remarks>
 internal sealed class AdamWOptimizer : IDisposable
 {
     private readonly List<(string Name, Parameter Parameter)> _parameters;
     private readonly Dictionary<string, Moments> _state = new(StringComparer.Ordinal);
+    private readonly FlatBuffers? _flat;
 
     public AdamWOptimizer(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWSettings settings)
     {
         _parameters = parameters.ToList();
         Settings = settings;
+        _flat = FlatBuffers.TryCreate(_parameters);
     }
 
     public AdamWSettings Settings { get; }
@@ -28,33 +36,52 @@ internal sealed class AdamWOptimizer : IDisposable
 
     public IReadOnlyList<(string Name, Parameter Parameter)> Parameters => _parameters;
 
-    /// <summary>One update of every parameter that has a gradient, at learning rate <paramref name="learningRate"/>.</summary>
-    public void Step(double learningRate)
+    /// <summary>Whether the parameters live in one flat buffer (see the remarks).</summary>
+    public bool IsFlat => _flat is not null;
+
+    /// <summary>
+    /// The gradients the next <see cref="Step"/> will use: one flat tensor (a copy, in parameter order) when the
+    /// parameters are flat and all have gradients, else each parameter's own gradient tensor. Scaling or clipping them
+    /// in place changes the update.
+    /// </summary>
+    public IReadOnlyList<Tensor> Gradients()
     {
-        using var noGrad = no_grad();
-        StepCount++;
-        double beta1 = Settings.Beta1, beta2 = Settings.Beta2;
-        double biasCorrection1 = 1 - Math.Pow(beta1, StepCount);
-        double biasCorrection2 = 1 - Math.Pow(beta2, StepCount);
-        double stepSize = learningRate / biasCorrection1;
-        foreach (var (name, parameter) in _parameters)
+        if (_flat is not null && _parameters.All(p => p.Parameter.grad is not null))
         {
             using var scope = NewDisposeScope();
+            var flat = cat(_parameters.Select(p => p.Parameter.grad!.reshape(-1)).ToList()).MoveToOuterDisposeScope();
+            return new[] { flat };
+        }
+
+        return _parameters.Select(p => p.Parameter.grad).Where(g => g is not null).Cast<Tensor>().ToList();
+    }
+
+    /// <summary>One update of every parameter that has a gradient, at learning rate <paramref name="learningRate"/>.</summary>
+    /// <param name="learningRate">The learning rate of this step.</param>
+    /// <param name="gradients">What <see cref="Gradients"/> returned (possibly scaled or clipped since); null reads them now.</param>
+    public void Step(double learningRate, IReadOnlyList<Tensor>? gradients = null)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        gradients ??= Gradients();
+        StepCount++;
+        double biasCorrection1 = 1 - Math.Pow(Settings.Beta1, StepCount);
+        double biasCorrection2 = 1 - Math.Pow(Settings.Beta2, StepCount);
+        if (_flat is not null && gradients.Count == 1 && gradients[0].numel() == _flat.Parameters.numel())
+        {
+            EnsureFlatState();
+            Update(_flat.Parameters, gradients[0], _flat.ExpAvg, _flat.ExpAvgSq, learningRate, biasCorrection1, biasCorrection2);
+            return;
+        }
+
+        foreach (var (name, parameter) in _parameters)
+        {
+            using var parameterScope = NewDisposeScope();
             var grad = parameter.grad;
             if (grad is null)
                 continue;
             var moments = MomentsOf(name, parameter);
-            using var decay = (1 - learningRate * Settings.WeightDecay).ToScalar();
-            using var beta1Scalar = beta1.ToScalar();
-            using var gradWeight = (1 - beta1).ToScalar();
-            using var beta2Scalar = beta2.ToScalar();
-            using var squareWeight = (1 - beta2).ToScalar();
-            using var negativeStep = (-stepSize).ToScalar();
-            parameter.mul_(decay);
-            moments.ExpAvg.mul_(beta1Scalar).add_(grad, gradWeight);
-            moments.ExpAvgSq.mul_(beta2Scalar).addcmul_(grad, grad, squareWeight);
-            var denominator = moments.ExpAvgSq.sqrt().DividedBy(Math.Sqrt(biasCorrection2)).PlusInPlace(Settings.Eps);
-            parameter.addcdiv_(moments.ExpAvg, denominator, negativeStep);
+            Update(parameter, grad, moments.ExpAvg, moments.ExpAvgSq, learningRate, biasCorrection1, biasCorrection2);
         }
     }
 
@@ -102,13 +129,38 @@ internal sealed class AdamWOptimizer : IDisposable
         }
 
         _state.Clear();
+        _flat?.Dispose();
+    }
+
+    private void Update(Tensor parameter, Tensor grad, Tensor expAvg, Tensor expAvgSq, double learningRate, double biasCorrection1, double biasCorrection2)
+    {
+        using var scope = NewDisposeScope();
+        using var decay = (1 - learningRate * Settings.WeightDecay).ToScalar();
+        using var beta1 = Settings.Beta1.ToScalar();
+        using var gradWeight = (1 - Settings.Beta1).ToScalar();
+        using var beta2 = Settings.Beta2.ToScalar();
+        using var squareWeight = (1 - Settings.Beta2).ToScalar();
+        using var negativeStep = (-learningRate / biasCorrection1).ToScalar();
+        parameter.mul_(decay);
+        expAvg.mul_(beta1).add_(grad, gradWeight);
+        expAvgSq.mul_(beta2).addcmul_(grad, grad, squareWeight);
+        var denominator = expAvgSq.sqrt().DividedBy(Math.Sqrt(biasCorrection2)).PlusInPlace(Settings.Eps);
+        parameter.addcdiv_(expAvg, denominator, negativeStep);
+    }
+
+    private void EnsureFlatState()
+    {
+        foreach (var (name, parameter) in _parameters)
+            MomentsOf(name, parameter);
     }
 
     private Moments MomentsOf(string name, Parameter parameter)
     {
         if (!_state.TryGetValue(name, out var moments))
         {
-            moments = new Moments(zeros_like(parameter).DetachFromDisposeScope(), zeros_like(parameter).DetachFromDisposeScope());
+            moments = _flat is not null
+                ? new Moments(_flat.View(_flat.ExpAvg, parameter), _flat.View(_flat.ExpAvgSq, parameter))
+                : new Moments(zeros_like(parameter).DetachFromDisposeScope(), zeros_like(parameter).DetachFromDisposeScope());
             _state[name] = moments;
         }
 
@@ -116,6 +168,65 @@ internal sealed class AdamWOptimizer : IDisposable
     }
 
     private sealed record Moments(Tensor ExpAvg, Tensor ExpAvgSq);
+
+    /// <summary>One buffer for all parameters and one for each moment, with each parameter's slice.</summary>
+    private sealed class FlatBuffers : IDisposable
+    {
+        private readonly Dictionary<Parameter, long> _offsets = new(ReferenceEqualityComparer.Instance);
+
+        private FlatBuffers(Tensor parameters)
+        {
+            Parameters = parameters;
+            ExpAvg = zeros_like(parameters).DetachFromDisposeScope();
+            ExpAvgSq = zeros_like(parameters).DetachFromDisposeScope();
+        }
+
+        public Tensor Parameters { get; }
+
+        public Tensor ExpAvg { get; }
+
+        public Tensor ExpAvgSq { get; }
+
+        public static FlatBuffers? TryCreate(List<(string Name, Parameter Parameter)> parameters)
+        {
+            if (parameters.Count < 2)
+                return null;
+            var device = parameters[0].Parameter.device;
+            if (parameters.Any(p => p.Parameter.dtype != ScalarType.Float32 || p.Parameter.device != device || !p.Parameter.is_contiguous()))
+                return null;
+            if (parameters.Select(p => p.Parameter).Distinct(ReferenceEqualityComparer.Instance).Count() != parameters.Count)
+                return null;
+
+            using var noGrad = no_grad();
+            long total = parameters.Sum(p => p.Parameter.numel());
+            var flat = new FlatBuffers(empty(new[] { total }, ScalarType.Float32, device).DetachFromDisposeScope());
+            long offset = 0;
+            foreach (var (_, parameter) in parameters)
+            {
+                flat._offsets[parameter] = offset;
+                using var slice = flat.View(flat.Parameters, parameter);
+                slice.copy_(parameter);
+                parameter.set_(slice);
+                offset += parameter.numel();
+            }
+
+            return flat;
+        }
+
+        /// <summary>The parameter's slice of <paramref name="buffer"/>, in the parameter's shape.</summary>
+        public Tensor View(Tensor buffer, Parameter parameter)
+        {
+            using var scope = NewDisposeScope();
+            return buffer.narrow(0, _offsets[parameter], parameter.numel()).view(parameter.shape).MoveToOuterDisposeScope();
+        }
+
+        public void Dispose()
+        {
+            Parameters.Dispose();
+            ExpAvg.Dispose();
+            ExpAvgSq.Dispose();
+        }
+    }
 }
 
 /// <summary>AdamW's hyper-parameters; the defaults are the seed's (and diffusers' training scripts').</summary>
@@ -136,20 +247,21 @@ internal static class CosineWithWarmup
 /// <summary>torch.nn.utils.clip_grad_norm_ (L2): scales every gradient by max_norm / (total_norm + 1e-6) when total_norm exceeds max_norm.</summary>
 internal static class GradientClipping
 {
-    public static double ClipByTotalNorm(IEnumerable<Parameter> parameters, double maxNorm)
+    public static double ClipByTotalNorm(IEnumerable<Parameter> parameters, double maxNorm) =>
+        ClipByTotalNorm(parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList(), maxNorm);
+
+    /// <summary>Clips <paramref name="grads"/> in place (all of one device) and returns their total norm before clipping.</summary>
+    public static double ClipByTotalNorm(IReadOnlyList<Tensor> grads, double maxNorm)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
         if (grads.Count == 0)
             return 0;
-        var norms = stack(grads.Select(g => g.norm(2.0f)).ToList());
-        var total = norms.norm(2.0f);
-        double totalNorm = total.item<float>();
+        var total = grads.Count == 1 ? grads[0].norm(2.0f) : stack(grads.Select(g => g.norm(2.0f)).ToList()).norm(2.0f);
         var coefficient = total.Plus(1e-6).Divides(maxNorm);
         var clamped = coefficient.ClampMax(1.0);
         foreach (var grad in grads)
             grad.mul_(clamped.to(grad.device));
-        return totalNorm;
+        return total.item<float>();
     }
 }

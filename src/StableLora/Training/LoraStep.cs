@@ -42,10 +42,16 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
     public double ForwardBackward(DiagonalGaussianDistribution moments, Tensor conditioning, Generator generator, double backwardScale)
     {
         using var scope = NewDisposeScope();
-        var device = unet.Spec.Device;
-        var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(device);
+        var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(unet.Spec.Device);
         var latents = moments.Sample(eps.to(moments.Mean.dtype)).to(float32).Times(vae.Config.ScalingFactor);
+        return ForwardBackwardLatents(latents, conditioning, generator, backwardScale);
+    }
 
+    /// <summary>The step from scaled latents on (precomputed latents): noise, timesteps, prediction, loss, backward.</summary>
+    public double ForwardBackwardLatents(Tensor latents, Tensor conditioning, Generator generator, double backwardScale)
+    {
+        using var scope = NewDisposeScope();
+        var device = unet.Spec.Device;
         var noise = randn(latents.shape, float32, CPU, generator: generator);
         if (settings.NoiseOffset > 0)
             noise = noise.Plus(randn(new[] { latents.shape[0], latents.shape[1], 1L, 1L }, float32, CPU, generator: generator).Times(settings.NoiseOffset));
@@ -56,10 +62,11 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
 
         var predicted = unet.Forward(noisy.to(unet.Spec.DType), timesteps, conditioning.to(unet.Spec.DType));
         var loss = LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, scheduler, prediction, settings.MinSnrGamma);
-        double value = loss.item<float>();
-        if (double.IsFinite(value))
-            (backwardScale == 1.0 ? loss : loss.Times(backwardScale)).backward();
-        return value;
+        // Backward is queued before the loss is read: reading it first would stall the host until the device finished
+        // the forward pass, with nothing queued behind it. A non-finite loss gives non-finite gradients, which the
+        // caller discards.
+        (backwardScale == 1.0 ? loss : loss.Times(backwardScale)).backward();
+        return loss.item<float>();
     }
 
     /// <summary>Unscales and checks (fp16), clips and applies AdamW at <paramref name="learningRate"/>; gradients are cleared either way.</summary>
@@ -67,17 +74,19 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
     {
         try
         {
+            using var scope = NewDisposeScope();
+            var gradients = optimizer.Gradients();
             if (scaler is not null)
             {
-                bool finite = scaler.UnscaleAndCheck(parameters);
+                bool finite = scaler.UnscaleAndCheck(gradients);
                 scaler.Update(foundInfOrNaN: !finite);
                 if (!finite)
                     return UpdateOutcome.SkippedOverflow;
             }
 
             if (settings.MaxGradNorm > 0)
-                GradientClipping.ClipByTotalNorm(parameters, settings.MaxGradNorm);
-            optimizer.Step(learningRate);
+                GradientClipping.ClipByTotalNorm(gradients, settings.MaxGradNorm);
+            optimizer.Step(learningRate, gradients);
             return UpdateOutcome.Applied;
         }
         finally

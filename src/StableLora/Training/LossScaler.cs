@@ -27,12 +27,17 @@ internal sealed class LossScaler
     public int GoodSteps { get; private set; }
 
     /// <summary>Divides every gradient by the scale; returns false (and leaves the gradients) when any is not finite.</summary>
-    public bool UnscaleAndCheck(IReadOnlyList<Parameter> parameters)
+    public bool UnscaleAndCheck(IReadOnlyList<Parameter> parameters) =>
+        UnscaleAndCheck(parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList());
+
+    /// <summary>Divides each gradient tensor by the scale; returns false (and leaves them) when any is not finite. One host sync.</summary>
+    public bool UnscaleAndCheck(IReadOnlyList<Tensor> grads)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
-        bool finite = grads.All(g => g.isfinite().all().item<bool>());
+        if (grads.Count == 0)
+            return true;
+        bool finite = (grads.Count == 1 ? grads[0].isfinite().all() : stack(grads.Select(g => g.isfinite().all()).ToList()).all()).item<bool>();
         if (!finite)
             return false;
         double inverse = 1.0 / Scale;

@@ -83,6 +83,7 @@ internal sealed class TrainingRun
         network.Attach(model.Unet);
         network.Train(true);
         model.Unet.train();
+        model.Unet.GradientCheckpointing = options.GradientCheckpointing;
 
         var parameters = network.NamedParameters().ToList();
         using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());

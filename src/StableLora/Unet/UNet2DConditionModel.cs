@@ -69,6 +69,12 @@ internal sealed class UNet2DConditionModel : nn.Module
 
     public TensorSpec Spec { get; }
 
+    /// <summary>
+    /// Whether training forwards (module in train mode, gradients on) recompute each resnet's and transformer's
+    /// activations during backward instead of keeping them: less memory for about one more forward of time.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <summary>Predicts the noise (or v, or x0, per the scheduler's prediction type) for a batch of latents.</summary>
     /// <param name="sample">Latents [B, C, H, W].</param>
     /// <param name="timestep">A 0-dim timestep (broadcast to the batch) or one per sample, integer or float.</param>
@@ -77,6 +83,8 @@ internal sealed class UNet2DConditionModel : nn.Module
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AttentionOptions? options = null)
     {
         options ??= AttentionOptions.Default;
+        if (GradientCheckpointing && training && !options.GradientCheckpointing)
+            options = options with { GradientCheckpointing = true };
         int upsamplers = Config.Downsamplings;
         long factor = 1L << upsamplers;
         bool forwardUpsampleSize = sample.shape[^2] % factor != 0 || sample.shape[^1] % factor != 0;

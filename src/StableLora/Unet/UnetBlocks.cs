@@ -53,9 +53,9 @@ internal sealed class DownBlock2D : UnetDownBlock
         var hidden = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
-            hidden = resnets[i].Forward(hidden, timeEmbedding);
+            hidden = Checkpointed.Resnet(resnets[i], hidden, timeEmbedding, options);
             if (attentions is not null)
-                hidden = attentions[i].Forward(hidden, encoderHiddenStates, options);
+                hidden = Checkpointed.Transformer(attentions[i], hidden, encoderHiddenStates, options);
             skips.Add(hidden);
         }
 
@@ -103,9 +103,9 @@ internal sealed class UpBlock2D : UnetUpBlock
         for (int i = 0; i < resnets.Count; i++)
         {
             hidden = cat(new[] { hidden, skips[skips.Count - 1 - i] }, 1);
-            hidden = resnets[i].Forward(hidden, timeEmbedding);
+            hidden = Checkpointed.Resnet(resnets[i], hidden, timeEmbedding, options);
             if (attentions is not null)
-                hidden = attentions[i].Forward(hidden, encoderHiddenStates, options);
+                hidden = Checkpointed.Transformer(attentions[i], hidden, encoderHiddenStates, options);
         }
 
         return upsamplers is null ? hidden : upsamplers[0].Forward(hidden, upsampleSize);
@@ -129,11 +129,11 @@ internal sealed class UNetMidBlock2DCrossAttn : nn.Module
 
     public Tensor Forward(Tensor hiddenStates, Tensor timeEmbedding, Tensor encoderHiddenStates, AttentionOptions options)
     {
-        var hidden = resnets[0].Forward(hiddenStates, timeEmbedding);
+        var hidden = Checkpointed.Resnet(resnets[0], hiddenStates, timeEmbedding, options);
         for (int i = 0; i < attentions.Count; i++)
         {
-            hidden = attentions[i].Forward(hidden, encoderHiddenStates, options);
-            hidden = resnets[i + 1].Forward(hidden, timeEmbedding);
+            hidden = Checkpointed.Transformer(attentions[i], hidden, encoderHiddenStates, options);
+            hidden = Checkpointed.Resnet(resnets[i + 1], hidden, timeEmbedding, options);
         }
 
         return hidden;
@@ -150,3 +150,17 @@ internal sealed record UnetBlockSettings(
     ResnetSettings Resnet,
     TransformerSettings Transformer,
     long DownsamplePadding);
+
+/// <summary>The UNet's resnets and transformers, checkpointed when <see cref="AttentionOptions.GradientCheckpointing"/> asks (as diffusers does per block).</summary>
+internal static class Checkpointed
+{
+    public static Tensor Resnet(ResnetBlock2D resnet, Tensor hidden, Tensor timeEmbedding, AttentionOptions options) =>
+        options.GradientCheckpointing
+            ? GradientCheckpoint.Run(inputs => resnet.Forward(inputs[0], inputs[1]), new[] { hidden, timeEmbedding }, resnet)
+            : resnet.Forward(hidden, timeEmbedding);
+
+    public static Tensor Transformer(Transformer2DModel transformer, Tensor hidden, Tensor encoderHiddenStates, AttentionOptions options) =>
+        options.GradientCheckpointing
+            ? GradientCheckpoint.Run(inputs => transformer.Forward(inputs[0], inputs[1], options), new[] { hidden, encoderHiddenStates }, transformer)
+            : transformer.Forward(hidden, encoderHiddenStates, options);
+}

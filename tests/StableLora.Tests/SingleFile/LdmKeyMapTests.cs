@@ -15,7 +15,7 @@ namespace StableLora.Tests.SingleFile;
 /// </summary>
 public sealed class LdmKeyMapTests
 {
-    private static readonly Layers.TensorSpec Meta = new(META, ScalarType.Float32);
+    private static readonly StableLora.Layers.TensorSpec Meta = new(META, ScalarType.Float32);
 
     [Fact]
     public void ReproducesEveryPairOfTheSd15SingleFileKeyList()

@@ -17,6 +17,7 @@ public sealed class OptimizerParityTests
         using var scope = NewDisposeScope();
         var parameters = FixtureLoraParameters();
         using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
+        Assert.True(optimizer.IsFlat, "LoRA parameters take the flat (whole-buffer) update path");
         var tolerance = FixtureCases.Tolerance("training_step", "params_after_adamw");
 
         SetGrads(parameters, "grad");
