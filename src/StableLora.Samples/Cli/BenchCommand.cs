@@ -15,13 +15,14 @@ internal sealed class BenchCommand
     private readonly Option<string> _dtypes = new("--dtypes") { Description = "Comma list of fp32, bf16, fp16", DefaultValueFactory = _ => "fp32" };
     private readonly Option<string> _batchSizes = new("--batch-sizes") { Description = "Comma list of batch sizes", DefaultValueFactory = _ => "1" };
     private readonly Option<int> _resolution = new("--resolution") { Description = "Image size in pixels", DefaultValueFactory = _ => 64 };
-    private readonly Option<string> _modes = new("--modes") { Description = "Comma list of training-step modes: unet (precomputed latents and text), full; empty for none", DefaultValueFactory = _ => "unet,full" };
+    private readonly Option<string> _modes = new("--modes") { Description = "Comma list of training-step modes: unet (precomputed latents and text), full, unet+gc, full+gc (gradient checkpointing); empty for none", DefaultValueFactory = _ => "unet,full" };
     private readonly Option<int> _warmup = new("--warmup") { Description = "Untimed repetitions first", DefaultValueFactory = _ => 3 };
     private readonly Option<int> _iters = new("--iters") { Description = "Timed repetitions", DefaultValueFactory = _ => 10 };
     private readonly Option<bool> _generation = new("--generation") { Description = "Also time a text-to-image call (DPM-Solver++ 2M, CFG 7.5)" };
     private readonly Option<int> _generationSteps = new("--generation-steps") { Description = "Denoising steps of that call", DefaultValueFactory = _ => 20 };
     private readonly Option<bool> _vae = new("--vae") { Description = "Also time VAE encode and decode" };
-    private readonly Option<bool> _checkpointing = new("--gradient-checkpointing") { Description = "Also time each training mode with gradient checkpointing" };
+    private readonly Option<bool> _noFlash = new("--no-flash-sdp") { Description = "Keep attention off its flash kernel (CUDA), to measure what it brings" };
+    private readonly Option<bool> _plainOptimizer = new("--per-parameter-adamw") { Description = "Update each LoRA parameter separately instead of as one flat buffer, to measure what that brings" };
     private readonly Option<double?> _peak = new("--peak-tflops") { Description = "The device's peak TFLOP/s for the efficiency column (default: measured with a matmul)" };
     private readonly Option<string?> _check = new("--check") { Description = "First compare a few tiny training steps on the device in these precisions (comma list) with float32 on the CPU; exit 1 if they differ" };
     private readonly Option<string?> _json = new("--json") { Description = "Write the report as JSON to this file" };
@@ -29,7 +30,7 @@ internal sealed class BenchCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("bench", "Measure the training step, generation and the VAE on random-weight models");
-        foreach (var option in new Option[] { _arch, _device, _dtypes, _batchSizes, _resolution, _modes, _warmup, _iters, _generation, _generationSteps, _vae, _checkpointing, _peak, _check, _json })
+        foreach (var option in new Option[] { _arch, _device, _dtypes, _batchSizes, _resolution, _modes, _warmup, _iters, _generation, _generationSteps, _vae, _noFlash, _plainOptimizer, _peak, _check, _json })
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => Task.FromResult(Run(result))));
         return command;
@@ -58,7 +59,8 @@ internal sealed class BenchCommand
             Generation = result.GetValue(_generation),
             GenerationSteps = result.GetValue(_generationSteps),
             Vae = result.GetValue(_vae),
-            GradientCheckpointing = result.GetValue(_checkpointing),
+            FlashAttention = !result.GetValue(_noFlash),
+            FlatOptimizer = !result.GetValue(_plainOptimizer),
             PeakTflops = result.GetValue(_peak),
         };
         var progress = new ConsoleLines("[bench] ");

@@ -36,7 +36,10 @@ public sealed record BenchmarkOptions
     /// <summary>Image size in pixels.</summary>
     public int Resolution { get; init; } = 64;
 
-    /// <summary>Training-step modes: "full" (VAE encode + text encoder every step) and/or "unet" (precomputed latents and text embeddings).</summary>
+    /// <summary>
+    /// Training-step modes: "full" (VAE encode + text encoder every step) and/or "unet" (precomputed latents and text
+    /// embeddings), each optionally with "+gc" (gradient checkpointing), as bench_diffusers.py names them.
+    /// </summary>
     public IReadOnlyList<string> Modes { get; init; } = new[] { "unet", "full" };
 
     /// <summary>Untimed steps before measuring.</summary>
@@ -54,8 +57,11 @@ public sealed record BenchmarkOptions
     /// <summary>Also time VAE encode and decode.</summary>
     public bool Vae { get; init; }
 
-    /// <summary>Also time each training mode with gradient checkpointing of the UNet's blocks (tasks <c>train-unet+gc</c>, <c>train-full+gc</c>).</summary>
-    public bool GradientCheckpointing { get; init; }
+    /// <summary>Let scaled-dot-product attention use its flash kernel on CUDA (on by default; off measures what it brings).</summary>
+    public bool FlashAttention { get; init; } = true;
+
+    /// <summary>Update the LoRA parameters as one flat buffer (the default; off measures the per-parameter update).</summary>
+    public bool FlatOptimizer { get; init; } = true;
 
     /// <summary>Peak TFLOP/s of the device for the efficiency column; null measures a large float32 matmul (CPU) instead.</summary>
     public double? PeakTflops { get; init; }
@@ -71,7 +77,11 @@ public sealed record BenchmarkOptions
 /// <param name="MinMs">Fastest repetition.</param>
 /// <param name="MaxMs">Slowest repetition.</param>
 /// <param name="ImagesPerSecond">BatchSize / median.</param>
-/// <param name="PeakMemoryBytes">Peak resident memory of the process (CPU) or device memory in use (CUDA) during the task.</param>
+/// <param name="PeakMemoryBytes">
+/// Peak resident memory of the process (CPU), or device memory in use beyond the CUDA context (CUDA: what the caching
+/// allocator has reserved, which it keeps, so within one run it never falls; compare with PyTorch's
+/// <c>max_memory_reserved</c>).
+/// </param>
 /// <param name="FlopsPerRepetition">Model FLOPs of one repetition (LoRA convention: 2 x UNet forward for a training step, plus the VAE encoder and text encoder forwards in full mode).</param>
 /// <param name="AchievedTflops">FLOPs / median time.</param>
 /// <param name="FractionOfPeak">AchievedTflops / the peak.</param>

@@ -27,6 +27,12 @@ public static class LoraBenchmark
     public static BenchmarkReport Run(BenchmarkOptions options, IProgress<string>? log = null)
     {
         var device = DeviceSpec.Resolve(options.Device);
+        if (device.type == DeviceType.CUDA)
+        {
+            backends.cuda.enable_flash_sdp(options.FlashAttention);
+            using var warmUp = zeros(1, device: device);
+            DeviceMemory.RecordCudaBaseline();
+        }
         var (peak, peakSource) = options.PeakTflops is { } given ? (given, "given") : MeasureMatmulPeak(device);
         var measurements = new List<BenchmarkMeasurement>();
         foreach (string dtypeName in options.DTypes)
@@ -37,9 +43,7 @@ public static class LoraBenchmark
             {
                 foreach (string mode in options.Modes)
                 {
-                    Record(measurements, log, $"train-{mode}", dtypeName, batch, options, () => TrainStep(models, options, dtypeName, batch, mode, peak, checkpointing: false));
-                    if (options.GradientCheckpointing)
-                        Record(measurements, log, $"train-{mode}+gc", dtypeName, batch, options, () => TrainStep(models, options, dtypeName, batch, mode, peak, checkpointing: true));
+                    Record(measurements, log, $"train-{mode}", dtypeName, batch, options, () => TrainStep(models, options, dtypeName, batch, mode, peak));
                 }
 
                 if (options.Vae)
@@ -78,11 +82,13 @@ public static class LoraBenchmark
             : $"{task} {dtype} batch {batch} failed: {result.Error}");
     }
 
-    private static BenchmarkMeasurement TrainStep(BenchmarkModels models, BenchmarkOptions options, string dtypeName, int batch, string mode, double peak, bool checkpointing)
+    private static BenchmarkMeasurement TrainStep(BenchmarkModels models, BenchmarkOptions options, string dtypeName, int batch, string mode, double peak)
     {
-        bool full = mode == "full";
-        if (!full && mode != "unet")
-            throw new ArgumentException($"unknown mode '{mode}' (expected unet or full)");
+        bool checkpointing = mode.EndsWith("+gc", StringComparison.Ordinal);
+        string stepKind = checkpointing ? mode[..^3] : mode;
+        bool full = stepKind == "full";
+        if (!full && stepKind != "unet")
+            throw new ArgumentException($"unknown mode '{mode}' (expected unet, full, unet+gc or full+gc)");
         var device = models.Device;
         using var generator = new Generator(1234, CPU);
         using var network = LoraNetwork.Create(models.Unet, new LoraNetworkOptions(Rank: 4), generator);
@@ -92,7 +98,7 @@ public static class LoraBenchmark
         try
         {
             var parameters = network.NamedParameters().ToList();
-            using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
+            using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings(), flat: options.FlatOptimizer);
             var scaler = models.DType == ScalarType.Float16 ? new LossScaler() : null;
             var step = new LoraStep(models.Unet, models.Vae, models.NoiseScheduler, PredictionKind.Epsilon, new LoraStepSettings(0, null, 1.0),
                 parameters.Select(p => p.Parameter).ToList(), optimizer, scaler);
@@ -140,7 +146,7 @@ public static class LoraBenchmark
                 });
             }
 
-            return Time(checkpointing ? $"train-{mode}+gc" : $"train-{mode}", dtypeName, batch, options, RunStep, flops, peak, device);
+            return Time($"train-{mode}", dtypeName, batch, options, RunStep, flops, peak, device);
         }
         finally
         {
@@ -377,9 +383,14 @@ internal sealed class DeviceMemory
 
     public long? Peak { get; private set; }
 
+    private static long s_cudaBaseline;
+
+    /// <summary>Remembers the device memory in use before any model exists (the CUDA context), which peaks leave out.</summary>
+    public static void RecordCudaBaseline() => s_cudaBaseline = CudaUsedBytes() ?? 0;
+
     public void Sample()
     {
-        long? now = _device.type == DeviceType.CUDA ? CudaUsedBytes() : CpuPeakBytes();
+        long? now = _device.type == DeviceType.CUDA ? CudaUsedBytes() - s_cudaBaseline : CpuPeakBytes();
         if (now is { } value)
             Peak = Math.Max(Peak ?? 0, value);
     }

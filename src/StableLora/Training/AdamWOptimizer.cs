@@ -22,11 +22,11 @@ internal sealed class AdamWOptimizer : IDisposable
     private readonly Dictionary<string, Moments> _state = new(StringComparer.Ordinal);
     private readonly FlatBuffers? _flat;
 
-    public AdamWOptimizer(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWSettings settings)
+    public AdamWOptimizer(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWSettings settings, bool flat = true)
     {
         _parameters = parameters.ToList();
         Settings = settings;
-        _flat = FlatBuffers.TryCreate(_parameters);
+        _flat = flat ? FlatBuffers.TryCreate(_parameters) : null;
     }
 
     public AdamWSettings Settings { get; }
