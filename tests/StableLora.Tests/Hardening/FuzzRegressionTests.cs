@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.Globalization;
+using StableLora.Fuzz;
+using StableLora.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace StableLora.Tests.Hardening;
+
+/// <summary>
+/// The fuzzing that runs with every test run: the corpus the AFL++ runs kept (Fixtures/fuzz-corpus/&lt;target&gt;,
+/// see docs/reliability.md) is replayed, the decoder defects fuzzing found stay refused, and a short seeded mutation
+/// fuzz runs over each target. STABLELORA_FUZZ_ITERATIONS (default 1000 per target) and STABLELORA_FUZZ_SEED make
+/// the mutation run longer or different; a failure prints the seed and iteration that reproduce it.
+/// </summary>
+public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDirectory _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    public static TheoryData<string> Targets => new(FuzzTargets.Names);
+
+    [Theory]
+    [MemberData(nameof(Targets))]
+    public void SeedsLoad(string target)
+    {
+        foreach (var (name, data) in FuzzSeeds.For(target))
+            Assert.True(FuzzTargets.Run(target, data, _temp.File("seed")).Loaded, $"{target} seed {name}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Targets))]
+    public void KeptCorpusReplaysWithoutFindings(string target)
+    {
+        string folder = Path.Combine(FixturePaths.Root, "fuzz-corpus", target);
+        var files = Directory.Exists(folder) ? Directory.GetFiles(folder).Order(StringComparer.Ordinal).ToArray() : Array.Empty<string>();
+        int loaded = 0;
+        foreach (var file in files)
+        {
+            FuzzOutcome outcome;
+            try
+            {
+                outcome = FuzzTargets.Run(target, File.ReadAllBytes(file), _temp.File("corpus"));
+            }
+            catch (Exception e)
+            {
+                throw new Xunit.Sdk.XunitException($"{target} corpus file {Path.GetFileName(file)}: {e}");
+            }
+
+            loaded += outcome.Loaded ? 1 : 0;
+        }
+
+        output.WriteLine($"{target}: {files.Length} corpus files replayed, {loaded} loaded, {files.Length - loaded} refused");
+    }
+
+    [Fact]
+    public void ImagesImageSharpFailedOnInUndocumentedWaysAreRefusedByName()
+    {
+        string folder = Path.Combine(FixturePaths.Root, "fuzz-corpus", "image-regressions");
+        var files = Directory.GetFiles(folder);
+        Assert.NotEmpty(files);
+        foreach (var file in files)
+        {
+            // Named <format>-<exception ImageSharp threw>-<iteration>; StableLora reports each as a bad image.
+            var outcome = FuzzTargets.Run(FuzzTargets.Image, File.ReadAllBytes(file), _temp.File("regression"));
+            Assert.False(outcome.Loaded, file);
+            Assert.StartsWith(Path.GetFileName(file).Split('-')[1], outcome.Refusal, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Targets))]
+    public void SeededMutationFindsNothing(string target)
+    {
+        int iterations = EnvironmentInt("STABLELORA_FUZZ_ITERATIONS", 1000);
+        int seed = EnvironmentInt("STABLELORA_FUZZ_SEED", 20261127);
+        var seeds = FuzzSeeds.For(target).Select(s => s.Data).ToList();
+        var mutator = new Mutator(seed);
+        var pick = new Random(seed);
+        var clock = Stopwatch.StartNew();
+        int loaded = 0;
+        for (int i = 0; i < iterations; i++)
+        {
+            byte[] input = mutator.Mutate(seeds[pick.Next(seeds.Count)], seeds);
+            try
+            {
+                loaded += FuzzTargets.Run(target, input, _temp.File("mutant")).Loaded ? 1 : 0;
+            }
+            catch (Exception e)
+            {
+                throw new Xunit.Sdk.XunitException(
+                    $"{target}: iteration {i} of seed {seed} is a finding ({e.GetType().Name}); input (base64): {Convert.ToBase64String(input)}\n{e}");
+            }
+        }
+
+        output.WriteLine($"{target}: {iterations} mutated inputs (seed {seed}) in {clock.Elapsed.TotalSeconds:F1} s, {loaded} loaded, no findings");
+    }
+
+    private static int EnvironmentInt(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value : fallback;
+}
