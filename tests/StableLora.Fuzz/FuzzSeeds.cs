@@ -18,12 +18,15 @@ namespace StableLora.Fuzz;
 /// </summary>
 internal static class FuzzSeeds
 {
-    public static IEnumerable<(string Name, byte[] Data)> For(string target) => target switch
+    /// <summary>The seeds of <paramref name="target"/>; images also take the files of <paramref name="imageFixtures"/> (formats ImageSharp cannot write).</summary>
+    public static IEnumerable<(string Name, byte[] Data)> For(string target, string? imageFixtures = null) => target switch
     {
         FuzzTargets.Safetensors => SafetensorsSeeds(),
         FuzzTargets.Pickle => TorchZipSeeds().Select(s => (s.Name + ".pkl", DataPkl(s.Data))),
         FuzzTargets.TorchZip => TorchZipSeeds(),
-        FuzzTargets.Image => ImageSeeds(),
+        FuzzTargets.Image => ImageSeeds().Concat(imageFixtures is not null && Directory.Exists(imageFixtures)
+            ? Directory.GetFiles(imageFixtures).Order(StringComparer.Ordinal).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f)))
+            : Enumerable.Empty<(string, byte[])>()),
         _ => throw new ArgumentException($"unknown fuzz target '{target}'", nameof(target)),
     };
 

@@ -5,7 +5,8 @@ using StableLora.Fuzz;
 // dotnet StableLora.Fuzz.dll afl <target>                      the AFL++ harness (run-afl.sh starts it under afl-fuzz)
 // dotnet StableLora.Fuzz.dll seeds <folder>                    writes the seed inputs of every target to <folder>/<target>/
 // dotnet StableLora.Fuzz.dll replay <target> <file|folder>...  runs inputs once each (triage of AFL++ crashes and hangs)
-// dotnet StableLora.Fuzz.dll mutate <target> <seconds> [seed]  seeded mutation fuzzing without AFL++; findings go to ./findings/<target>/
+// dotnet StableLora.Fuzz.dll mutate <target> <seconds> [seed]  seeded mutation fuzzing without AFL++ (run from the repository root);
+//                                                             findings go to ./findings/<target>/
 //                                                             (inputs that ImageSharp fails on in undocumented ways too, as handled-*)
 if (args.Length < 2)
 {
@@ -80,7 +81,7 @@ int Replay(string target, IEnumerable<string> paths)
 
 int Mutate(string target, int seconds, int seed)
 {
-    var seeds = FuzzSeeds.For(target).Select(s => s.Data).ToList();
+    var seeds = FuzzSeeds.For(target, Path.Combine("tests", "StableLora.Tests", "Fixtures", "images")).Select(s => s.Data).ToList();
     var mutator = new Mutator(seed);
     var random = new Random(seed);
     var outcomes = new SortedDictionary<string, int>(StringComparer.Ordinal);

@@ -13,7 +13,7 @@ using ImageConfiguration = SixLabors.ImageSharp.Configuration;
 namespace StableLora.Data;
 
 /// <summary>
-/// Decodes image files for training, whatever their format quirks: the first frame of animations, EXIF rotation
+/// Decodes image files for training, whatever their format quirks: the first frame of animations (GIF and WebP), EXIF rotation
 /// applied, transparency composited over white, grayscale / CMYK / 16-bit / palette images converted to 8-bit RGB.
 /// The format comes from the file's content, not its extension. A file that cannot be used (empty, truncated, not
 /// an image, too large, or anything its decoder fails on) is an <see cref="InvalidImageException"/> naming it.
@@ -48,6 +48,15 @@ internal static class ImageFiles
         try
         {
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 4096);
+            var start = new byte[32];
+            int read = stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+            if (AnimatedWebp.Canvas(start.AsSpan(0, read)) is { } canvas)
+            {
+                CheckSize(path, canvas.Width, canvas.Height);
+                return;
+            }
+
+            stream.Position = 0;
             CheckHeader(path, Image.Identify(Decoding, stream));
         }
         catch (Exception e) when (e is not InvalidImageException)
@@ -71,6 +80,9 @@ internal static class ImageFiles
 
         try
         {
+            if (AnimatedWebp.Canvas(data) is { } canvas)
+                return FirstWebpFrame(path, data, canvas.Width, canvas.Height);
+
             using (var header = new MemoryStream(data, writable: false))
                 CheckHeader(path, Image.Identify(Decoding, header));
             if (ImageContainers.FindDamage(data) is { } damage)
@@ -90,6 +102,22 @@ internal static class ImageFiles
         }
     }
 
+    private static Image<Rgb24> FirstWebpFrame(string path, byte[] data, int width, int height)
+    {
+        CheckSize(path, width, height);
+        if (ImageContainers.FindDamage(data) is { } damage)
+            throw new InvalidImageException(path, damage);
+        var (still, x, y) = AnimatedWebp.FirstFrame(data) ?? throw new InvalidImageException(path, "the animated WebP has no complete frame");
+        using var frame = Image.Load<Rgba32>(Decoding, still);
+        if (x == 0 && y == 0 && frame.Width == width && frame.Height == height)
+            return OverWhite(frame);
+
+        // A first frame smaller than the canvas: the rest of the canvas is transparent (so white, once composited).
+        using var canvas = new Image<Rgba32>(Decoding, width, height);
+        canvas.Mutate(c => c.DrawImage(frame, new Point(x, y), 1f));
+        return OverWhite(canvas);
+    }
+
     private static void CheckFile(string path)
     {
         var info = new FileInfo(path);
@@ -105,16 +133,19 @@ internal static class ImageFiles
     {
         if (header is null)
             throw new InvalidImageException(path, "not an image in a format StableLora reads (png, jpg, webp, bmp, gif), whatever its extension");
-        if (header.Width <= 0 || header.Height <= 0)
-            throw new InvalidImageException(path, $"the header declares a {header.Width}x{header.Height} image");
-        if ((long)header.Width * header.Height > MaxPixels)
-            throw new InvalidImageException(path, $"{header.Width}x{header.Height} is more than {MaxPixels / 1024 / 1024} megapixels");
+        CheckSize(path, header.Width, header.Height);
+    }
+
+    private static void CheckSize(string path, int width, int height)
+    {
+        if (width <= 0 || height <= 0)
+            throw new InvalidImageException(path, $"the header declares a {width}x{height} image");
+        if ((long)width * height > MaxPixels)
+            throw new InvalidImageException(path, $"{width}x{height} is more than {MaxPixels / 1024 / 1024} megapixels");
     }
 
     private static string Describe(Exception e) => e switch
     {
-        NotSupportedException when e.Message.Contains("Animated webp", StringComparison.OrdinalIgnoreCase) =>
-            "animated WebP is not supported by the decoder; save its first frame as PNG or a still WebP",
         InvalidMemoryOperationException => $"the decoder would need a buffer beyond the {MaxAllocationMegabytes} MB limit: {e.Message}",
         ImageFormatException or NotSupportedException => e.Message,
         _ => $"{e.GetType().Name}: {e.Message}",

@@ -24,7 +24,7 @@ public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
     [MemberData(nameof(Targets))]
     public void SeedsLoad(string target)
     {
-        foreach (var (name, data) in FuzzSeeds.For(target))
+        foreach (var (name, data) in FuzzSeeds.For(target, Path.Combine(FixturePaths.Root, "images")))
             Assert.True(FuzzTargets.Run(target, data, _temp.File("seed")).Loaded, $"{target} seed {name}");
     }
 
@@ -74,7 +74,7 @@ public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
     {
         int iterations = EnvironmentInt("STABLELORA_FUZZ_ITERATIONS", 1000);
         int seed = EnvironmentInt("STABLELORA_FUZZ_SEED", 20261127);
-        var seeds = FuzzSeeds.For(target).Select(s => s.Data).ToList();
+        var seeds = FuzzSeeds.For(target, Path.Combine(FixturePaths.Root, "images")).Select(s => s.Data).ToList();
         var mutator = new Mutator(seed);
         var pick = new Random(seed);
         var clock = Stopwatch.StartNew();

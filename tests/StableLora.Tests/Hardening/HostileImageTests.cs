@@ -19,7 +19,7 @@ namespace StableLora.Tests.Hardening;
 /// <summary>
 /// Odd, broken and hostile training images. Each either loads as an upright 8-bit RGB image (first frame,
 /// transparency over white) or is an <see cref="InvalidImageException"/> naming the file; nothing else escapes.
-/// The test images are made here with ImageSharp; the two ImageSharp 2.1 cannot write (CMYK JPEG, animated WebP)
+/// The test images are made here with ImageSharp; those ImageSharp 2.1 cannot write (CMYK JPEG, animated WebPs)
 /// are fixtures made by tools/generate_image_fixtures.sh. All show red, green, blue and white quadrants.
 /// </summary>
 public sealed class HostileImageTests : IDisposable
@@ -160,12 +160,33 @@ public sealed class HostileImageTests : IDisposable
     }
 
     [Fact]
-    public void AnimatedWebpIsReportedByNameWithWhatToDo()
+    public void AnimatedWebpGivesItsFirstFrame()
     {
-        // ImageSharp 2.1 cannot decode animated WebP at all (not even its first frame).
-        var error = Refused(Fixture("animated.webp"));
-        Assert.Contains("animated WebP is not supported", error.Message);
-        Assert.Contains("animated WebP is not supported", Assert.Throws<InvalidImageException>(() => ImageFiles.Probe(Fixture("animated.webp"))).Message);
+        // ImageSharp 2.1 refuses animated WebP outright; StableLora decodes the first frame's own bitstream.
+        ImageFiles.Probe(Fixture("animated.webp"));
+        using (var lossless = ImageFiles.LoadRgb(Fixture("animated.webp")))
+            AssertQuadrants(lossless, 16, 16, tolerance: 0);
+        using (var lossyWithAlpha = ImageFiles.LoadRgb(Fixture("animated-lossy-alpha.webp")))
+            AssertQuadrants(lossyWithAlpha, 16, 16, tolerance: 40);
+
+        using var offset = ImageFiles.LoadRgb(Fixture("animated-offset.webp"));
+        Assert.Equal((16, 16), (offset.Width, offset.Height));
+        Assert.Equal(Red, offset[4, 4]);
+        Assert.Equal(Red, offset[11, 11]);
+        Assert.Equal(White, offset[2, 2]);
+        Assert.Equal(White, offset[13, 13]);
+    }
+
+    [Fact]
+    public void EveryTruncationOfAnAnimatedWebpIsReported()
+    {
+        byte[] bytes = File.ReadAllBytes(Fixture("animated.webp"));
+        string path = _temp.File("cut.webp");
+        for (int length = 1; length < bytes.Length; length++)
+        {
+            File.WriteAllBytes(path, bytes[..length]);
+            Refused(path);
+        }
     }
 
     [Fact]
