@@ -14,6 +14,7 @@ out="$root/artifacts/fuzz"
 bin="$out/bin-$target"
 corpus="$root/tests/StableLora.Tests/Fixtures/fuzz-corpus/$target"
 export PATH="$PATH:$HOME/.dotnet/tools"
+dotnet="$(command -v dotnet)" # afl-fuzz and afl-cmin want the full path
 
 rm -rf "$bin" "$out/seeds-$target" "$out/findings-$target"
 dotnet build "$root/tests/StableLora.Fuzz" -c Release -o "$bin" -p:UseAppHost=false >/dev/null
@@ -29,7 +30,7 @@ if [ "$target" = image ]; then cp "$root/tests/StableLora.Tests/Fixtures/images"
 
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 afl-fuzz -i "$out/seeds-$target" -o "$out/findings-$target" -t 5000 -m none -V "$seconds" \
-  -- dotnet "$bin/StableLora.Fuzz.dll" afl "$target" >"$out/afl-$target.log" 2>&1 || { tail -30 "$out/afl-$target.log"; exit 1; }
+  -- "$dotnet" "$bin/StableLora.Fuzz.dll" afl "$target" >"$out/afl-$target.log" 2>&1 || { tail -30 "$out/afl-$target.log"; exit 1; }
 
 stats="$out/findings-$target/default/fuzzer_stats"
 grep -E '^(run_time|execs_done|execs_per_sec|corpus_count|saved_crashes|saved_hangs|bitmap_cvg)' "$stats"
@@ -46,7 +47,7 @@ done
 if [ "$keep" = --keep ]; then
   rm -rf "$out/min-$target"
   if ! afl-cmin -i "$out/findings-$target/default/queue" -o "$out/min-$target" -t 5000 -m none \
-      -- dotnet "$bin/StableLora.Fuzz.dll" afl "$target" >"$out/cmin-$target.log" 2>&1; then
+      -- "$dotnet" "$bin/StableLora.Fuzz.dll" afl "$target" >"$out/cmin-$target.log" 2>&1; then
     echo "afl-cmin failed (see $out/cmin-$target.log); keeping the whole queue"
     mkdir -p "$out/min-$target"
     cp "$out/findings-$target/default/queue"/id:* "$out/min-$target/"

@@ -22,7 +22,7 @@ namespace StableLora.Tests.Hardening;
 /// The test images are made here with ImageSharp; those ImageSharp 2.1 cannot write (CMYK JPEG, animated WebPs)
 /// are fixtures made by tools/generate_image_fixtures.sh. All show red, green, blue and white quadrants.
 /// </summary>
-public sealed class HostileImageTests : IDisposable
+public sealed class HostileImageTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     private static readonly Rgb24 Red = new(255, 0, 0), Green = new(0, 255, 0), Blue = new(0, 0, 255), White = new(255, 255, 255);
 
@@ -109,6 +109,7 @@ public sealed class HostileImageTests : IDisposable
 
         if (format != "gif")
             Assert.Equal(0, loaded);
+        output.WriteLine($"{format}: {bytes.Length - 1} truncations, {bytes.Length - 1 - loaded} refused, {loaded} loaded complete");
     }
 
     [Fact]
@@ -187,6 +188,8 @@ public sealed class HostileImageTests : IDisposable
             File.WriteAllBytes(path, bytes[..length]);
             Refused(path);
         }
+
+        output.WriteLine($"{bytes.Length - 1} truncations refused");
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace StableLora.Tests.Hardening;
 /// Broken and hostile .safetensors files: every one is refused with an <see cref="InvalidModelFileException"/> that
 /// names the file (and the key where there is one), before any tensor is allocated.
 /// </summary>
-public sealed class HostileSafetensorsTests : IDisposable
+public sealed class HostileSafetensorsTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     private readonly TempDirectory _temp = new();
 
@@ -204,6 +204,8 @@ public sealed class HostileSafetensorsTests : IDisposable
             var error = Refused(cut);
             Assert.Equal(cut, error.FilePath);
         }
+
+        output.WriteLine($"{bytes.Length} truncations refused");
     }
 
     [Fact]
