@@ -228,6 +228,34 @@ public sealed class HostileSafetensorsTests(Xunit.Abstractions.ITestOutputHelper
         Assert.Contains("cannot open", Refused(_temp.File("missing.safetensors")).Message);
     }
 
+    [Theory]
+    [InlineData("{\"weight_map\":{\"w\":\"../../etc/passwd\"}}", "w", "not a file name")]
+    [InlineData("{\"weight_map\":{\"w\":\"/etc/passwd\"}}", "w", "not a file name")]
+    [InlineData("{\"weight_map\":{\"w\":\"..\"}}", "w", "not a file name")]
+    [InlineData("{\"weight_map\":{\"w\":7}}", "w", "not a file name")]
+    [InlineData("{\"weight_map\":{\"w\":\"missing.safetensors\"}}", null, "does not exist")]
+    [InlineData("{\"weight_map\":[]}", "weight_map", "no weight_map object")]
+    [InlineData("[1,2]", "weight_map", "no weight_map object")]
+    [InlineData("{\"weight_map\":", null, "not valid JSON")]
+    public void BrokenShardIndexesAreRefused(string index, string? key, string message)
+    {
+        string path = _temp.File("model.safetensors.index.json");
+        File.WriteAllText(path, index);
+        var error = Assert.Throws<InvalidModelFileException>(() => ShardedTensorReader.Open(path).Dispose());
+        Assert.Equal(key, error.Key);
+        Assert.Contains(message, error.Message);
+    }
+
+    [Fact]
+    public void ShardIndexWithInvalidUtf8OrMissingIsRefused()
+    {
+        string path = _temp.File("bad.index.json");
+        File.WriteAllBytes(path, "{\"weight_map\":{\""u8.ToArray().Append((byte)0xff).Concat("\":\"a.safetensors\"}}"u8.ToArray()).ToArray());
+        Assert.Contains("not valid UTF-8", Assert.Throws<InvalidModelFileException>(() => ShardedTensorReader.Open(path).Dispose()).Message);
+        string missing = _temp.File("missing.index.json");
+        Assert.Equal(missing, Assert.Throws<InvalidModelFileException>(() => ShardedTensorReader.Open(missing).Dispose()).FilePath);
+    }
+
     private static InvalidModelFileException Refused(string path)
     {
         var error = Assert.Throws<InvalidModelFileException>(() =>
