@@ -108,9 +108,13 @@ internal static class ImageFiles
         if (ImageContainers.FindDamage(data) is { } damage)
             throw new InvalidImageException(path, damage);
         var (still, x, y) = AnimatedWebp.FirstFrame(data) ?? throw new InvalidImageException(path, "the animated WebP has no complete frame");
+        using (var header = new MemoryStream(still, writable: false))
+            CheckHeader(path, Image.Identify(Decoding, header));
         using var frame = Image.Load<Rgba32>(Decoding, still);
         if (x == 0 && y == 0 && frame.Width == width && frame.Height == height)
             return OverWhite(frame);
+        if ((long)x + frame.Width > width || (long)y + frame.Height > height)
+            throw new InvalidImageException(path, $"the animated WebP's first frame ({frame.Width}x{frame.Height} at {x},{y}) does not fit its {width}x{height} canvas");
 
         // A first frame smaller than the canvas: the rest of the canvas is transparent (so white, once composited).
         using var canvas = new Image<Rgba32>(Decoding, width, height);
