@@ -67,7 +67,9 @@ int Replay(string target, IEnumerable<string> paths)
     {
         try
         {
-            Console.WriteLine($"{file}: {FuzzTargets.Run(target, File.ReadAllBytes(file), scratch)}");
+            var clock = Stopwatch.StartNew();
+            var outcome = FuzzTargets.Run(target, File.ReadAllBytes(file), scratch);
+            Console.WriteLine($"{file}: {outcome} in {clock.Elapsed.TotalMilliseconds:F0} ms");
         }
         catch (Exception e)
         {

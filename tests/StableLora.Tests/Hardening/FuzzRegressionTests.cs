@@ -9,8 +9,9 @@ namespace StableLora.Tests.Hardening;
 /// <summary>
 /// The fuzzing that runs with every test run: the corpus the AFL++ runs kept (Fixtures/fuzz-corpus/&lt;target&gt;,
 /// see docs/reliability.md) is replayed, the decoder defects fuzzing found stay refused, and a short seeded mutation
-/// fuzz runs over each target. STABLELORA_FUZZ_ITERATIONS (default 1000 per target) and STABLELORA_FUZZ_SEED make
-/// the mutation run longer or different; a failure prints the seed and iteration that reproduce it.
+/// fuzz runs over each target. The longer run is behind a switch: STABLELORA_FUZZ_LONG=1 also replays the images
+/// that take long to decode (fuzz-corpus/image-slow) and mutates 100,000 inputs per target instead of 1,000;
+/// STABLELORA_FUZZ_ITERATIONS and STABLELORA_FUZZ_SEED set the count and seed. A failure prints what reproduces it.
 /// </summary>
 public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
 {
@@ -28,11 +29,24 @@ public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
             Assert.True(FuzzTargets.Run(target, data, _temp.File("seed")).Loaded, $"{target} seed {name}");
     }
 
+    private static bool LongRun => Environment.GetEnvironmentVariable("STABLELORA_FUZZ_LONG") == "1";
+
     [Theory]
     [MemberData(nameof(Targets))]
-    public void KeptCorpusReplaysWithoutFindings(string target)
+    public void KeptCorpusReplaysWithoutFindings(string target) => Replay(target, target);
+
+    [Fact]
+    public void SlowImageCorpusReplaysWithoutFindingsInTheLongRun()
     {
-        string folder = Path.Combine(FixturePaths.Root, "fuzz-corpus", target);
+        if (LongRun)
+            Replay(FuzzTargets.Image, "image-slow");
+        else
+            output.WriteLine("the slow image corpus (about 30 s) is replayed with STABLELORA_FUZZ_LONG=1");
+    }
+
+    private void Replay(string target, string corpus)
+    {
+        string folder = Path.Combine(FixturePaths.Root, "fuzz-corpus", corpus);
         var files = Directory.Exists(folder) ? Directory.GetFiles(folder).Order(StringComparer.Ordinal).ToArray() : Array.Empty<string>();
         int loaded = 0;
         foreach (var file in files)
@@ -50,7 +64,7 @@ public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
             loaded += outcome.Loaded ? 1 : 0;
         }
 
-        output.WriteLine($"{target}: {files.Length} corpus files replayed, {loaded} loaded, {files.Length - loaded} refused");
+        output.WriteLine($"{corpus}: {files.Length} corpus files replayed, {loaded} loaded, {files.Length - loaded} refused");
     }
 
     [Fact]
@@ -72,7 +86,7 @@ public sealed class FuzzRegressionTests(ITestOutputHelper output) : IDisposable
     [MemberData(nameof(Targets))]
     public void SeededMutationFindsNothing(string target)
     {
-        int iterations = EnvironmentInt("STABLELORA_FUZZ_ITERATIONS", 1000);
+        int iterations = EnvironmentInt("STABLELORA_FUZZ_ITERATIONS", LongRun ? 100_000 : 1000);
         int seed = EnvironmentInt("STABLELORA_FUZZ_SEED", 20261127);
         var seeds = FuzzSeeds.For(target, Path.Combine(FixturePaths.Root, "images")).Select(s => s.Data).ToList();
         var mutator = new Mutator(seed);
