@@ -166,7 +166,21 @@ public sealed class HostilePickleTests(Xunit.Abstractions.ITestOutputHelper outp
     [Fact]
     public void OversizedPickleRecordIsRefusedBeforeReadingIt()
     {
-        Assert.True(TorchPickleReader.MaxPickleBytes <= 64L * 1024 * 1024);
+        // A deflated data.pkl of 65 MB of zeros: a small file whose pickle would be read into memory whole.
+        string path = _temp.File("huge-pickle.pt");
+        using (var zip = System.IO.Compression.ZipFile.Open(path, System.IO.Compression.ZipArchiveMode.Create))
+        using (var stream = zip.CreateEntry("archive/data.pkl", System.IO.Compression.CompressionLevel.Fastest).Open())
+        {
+            var zeros = new byte[1 << 20];
+            for (int i = 0; i < 65; i++)
+                stream.Write(zeros);
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var error = Refused(path);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 8 << 20);
+        Assert.Equal("archive/data.pkl", error.Key);
+        Assert.Contains($"{65 << 20} bytes, more than a weights file needs", error.Message);
     }
 
     public static TheoryData<string, long, long, long[], long[], string> BadViews => new()
