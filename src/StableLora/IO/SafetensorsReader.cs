@@ -17,6 +17,8 @@ internal sealed class SafetensorsReader : ITensorReader
 
     private const string MetadataKey = "__metadata__";
 
+    private const int MaxRank = 16;
+
     private readonly FileStream _stream;
     private readonly Dictionary<string, Entry> _entries;
     private readonly long _dataStart;
@@ -127,29 +129,43 @@ internal sealed class SafetensorsReader : ITensorReader
 
         using (document)
         {
-            if (document.RootElement.ValueKind != JsonValueKind.Object)
-                throw new InvalidModelFileException(path, null, "the safetensors header is not a JSON object");
-
-            var entries = new List<Entry>();
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>();
-            foreach (var property in document.RootElement.EnumerateObject())
+            try
             {
-                if (!seen.Add(property.Name))
-                    throw new InvalidModelFileException(path, property.Name, "the key appears twice in the header");
+                return ParseEntries(path, document.RootElement, dataStart, dataLength);
+            }
+            catch (InvalidOperationException e)
+            {
+                // JsonDocument checks UTF-8 lazily: an invalid name or string fails only when it is read.
+                throw new InvalidModelFileException(path, null, $"the safetensors header is not valid UTF-8: {e.Message}", e);
+            }
+        }
+    }
 
-                if (property.Name == MetadataKey)
-                {
-                    metadata = ParseMetadata(path, property.Value);
-                    continue;
-                }
+    private static (List<Entry> Entries, long DataStart, IReadOnlyDictionary<string, string> Metadata) ParseEntries(
+        string path, JsonElement root, long dataStart, long dataLength)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new InvalidModelFileException(path, null, "the safetensors header is not a JSON object");
 
-                entries.Add(ParseEntry(path, property.Name, property.Value, dataLength));
+        var entries = new List<Entry>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>();
+        foreach (var property in root.EnumerateObject())
+        {
+            if (!seen.Add(property.Name))
+                throw new InvalidModelFileException(path, property.Name, "the key appears twice in the header");
+
+            if (property.Name == MetadataKey)
+            {
+                metadata = ParseMetadata(path, property.Value);
+                continue;
             }
 
-            CheckNoOverlaps(path, entries);
-            return (entries, dataStart, metadata);
+            entries.Add(ParseEntry(path, property.Name, property.Value, dataLength));
         }
+
+        CheckNoOverlaps(path, entries);
+        return (entries, dataStart, metadata);
     }
 
     private static Dictionary<string, string> ParseMetadata(string path, JsonElement element)
@@ -181,9 +197,10 @@ internal sealed class SafetensorsReader : ITensorReader
 
         if (!element.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
             throw new InvalidModelFileException(path, name, "the header entry has no shape array");
-        var shape = new long[shapeElement.GetArrayLength()];
-        if (shape.Length > 16)
-            throw new InvalidModelFileException(path, name, $"a shape of {shape.Length} dimensions is not a weight tensor");
+        int rank = shapeElement.GetArrayLength();
+        if (rank > MaxRank)
+            throw new InvalidModelFileException(path, name, $"a shape of {rank} dimensions is not a weight tensor");
+        var shape = new long[rank];
         int i = 0;
         foreach (var dimension in shapeElement.EnumerateArray())
         {

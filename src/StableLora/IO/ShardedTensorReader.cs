@@ -84,6 +84,15 @@ internal sealed class ShardedTensorReader : ITensorReader
         {
             throw new InvalidModelFileException(indexPath, null, $"the index is not valid JSON: {e.Message}", e);
         }
+        catch (InvalidOperationException e)
+        {
+            // JsonDocument checks UTF-8 lazily, when a name or string is read.
+            throw new InvalidModelFileException(indexPath, null, $"the index is not valid UTF-8: {e.Message}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidModelFileException(indexPath, null, $"cannot read the index: {e.Message}", e);
+        }
     }
 
     public TensorInfo? Find(string name) => _infos.GetValueOrDefault(name);

@@ -19,8 +19,15 @@ internal static class TensorFiles
             return false;
 
         // Unknown extension: a zip signature means a PyTorch checkpoint, anything else is tried as safetensors.
-        using var stream = File.OpenRead(path);
-        Span<byte> signature = stackalloc byte[4];
-        return stream.ReadAtLeast(signature, 4, throwOnEndOfStream: false) < 4 || signature[0] != 0x50 || signature[1] != 0x4b;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            Span<byte> signature = stackalloc byte[4];
+            return stream.ReadAtLeast(signature, 4, throwOnEndOfStream: false) < 4 || signature[0] != 0x50 || signature[1] != 0x4b;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidModelFileException(path, null, $"cannot open the file: {e.Message}", e);
+        }
     }
 }

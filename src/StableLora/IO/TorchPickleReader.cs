@@ -12,7 +12,10 @@ namespace StableLora.IO;
 internal sealed class TorchPickleReader : ITensorReader
 {
     /// <summary>The pickle part of a weights file is small (names and shapes); refuse absurd ones.</summary>
-    internal const long MaxPickleBytes = 512L * 1024 * 1024;
+    internal const long MaxPickleBytes = 64L * 1024 * 1024;
+
+    /// <summary>Weights have a handful of dimensions; more is not a weights file.</summary>
+    private const int MaxRank = 16;
 
     private readonly ZipArchive _archive;
     private readonly string _prefix;
@@ -24,8 +27,18 @@ internal sealed class TorchPickleReader : ITensorReader
         Path = path;
         _archive = archive;
         _prefix = prefix;
-        _tensors = tensors.ToDictionary(t => t.Name, t => t.Tensor, StringComparer.Ordinal);
-        Tensors = tensors.Select(t => new TensorInfo(t.Name, DTypeOf(path, t.Name, t.Tensor), t.Tensor.Shape)).ToArray();
+        _tensors = new Dictionary<string, PickleTensor>(StringComparer.Ordinal);
+        var infos = new List<TensorInfo>();
+        foreach (var (name, tensor) in tensors)
+        {
+            if (!_tensors.TryAdd(name, tensor))
+                throw new InvalidModelFileException(path, name, "the name appears twice in the state dict (keys of different types with the same text)");
+            var dtype = CheckView(name, tensor);
+            StorageEntry(name, tensor.Storage, TensorDTypes.ElementSize(dtype));
+            infos.Add(new TensorInfo(name, dtype, tensor.Shape));
+        }
+
+        Tensors = infos;
         NonTensorKeys = nonTensorKeys;
         WrapperKey = wrapperKey;
     }
@@ -69,6 +82,11 @@ internal sealed class TorchPickleReader : ITensorReader
             {
                 return OpenArchive(path, archive);
             }
+            catch (InvalidDataException e)
+            {
+                archive.Dispose();
+                throw new InvalidModelFileException(path, null, $"the PyTorch zip archive is damaged or truncated: {e.Message}", e);
+            }
             catch
             {
                 archive.Dispose();
@@ -89,19 +107,25 @@ internal sealed class TorchPickleReader : ITensorReader
         if (!_tensors.TryGetValue(name, out var tensor))
             throw new InvalidModelFileException(Path, name, "no such tensor in the file");
 
-        var dtype = DTypeOf(Path, name, tensor);
+        var dtype = CheckView(name, tensor);
         int elementSize = TensorDTypes.ElementSize(dtype);
         var entry = StorageEntry(name, tensor.Storage, elementSize);
-        long extent = StorageExtent(tensor);
-        if (extent > tensor.Storage.ElementCount)
-            throw new InvalidModelFileException(Path, name,
-                $"the tensor views elements up to {extent} of a storage that holds only {tensor.Storage.ElementCount}");
 
         bool contiguous = IsContiguous(tensor.Shape, tensor.Stride);
         long firstElement = contiguous ? tensor.StorageOffset : 0;
         long elementCount = contiguous ? tensor.Shape.Aggregate(1L, (a, b) => a * b) : tensor.Storage.ElementCount;
 
-        var flat = torch.empty(new[] { elementCount }, dtype, torch.CPU);
+        torch.Tensor flat;
+        try
+        {
+            flat = torch.empty(new[] { elementCount }, dtype, torch.CPU);
+        }
+        catch (System.Runtime.InteropServices.ExternalException e)
+        {
+            // Only a compressed record can declare more bytes than the file has; libtorch refuses what memory cannot hold.
+            throw new InvalidModelFileException(Path, name, $"cannot allocate {elementCount} elements for this tensor: {e.Message.Split('\n')[0]}", e);
+        }
+
         try
         {
             using (var data = entry.Open())
@@ -197,18 +221,45 @@ internal sealed class TorchPickleReader : ITensorReader
         string recordName = $"{_prefix}data/{storage.Key}";
         var entry = _archive.GetEntry(recordName)
                     ?? throw new InvalidModelFileException(Path, name, $"the archive has no record '{recordName}' for this tensor's storage");
-        if (entry.Length != storage.ElementCount * elementSize)
+        // Checked: 2^62 + 1 float32 elements would otherwise wrap around to the 4 bytes of a tiny record.
+        long declaredBytes = storage.ElementCount <= long.MaxValue / elementSize ? storage.ElementCount * elementSize : -1;
+        if (entry.Length != declaredBytes)
             throw new InvalidModelFileException(Path, name,
                 $"record '{recordName}' holds {entry.Length} bytes but the storage declares {storage.ElementCount} elements of {elementSize} bytes");
         return entry;
     }
 
-    private static torch.ScalarType DTypeOf(string path, string name, PickleTensor tensor)
+    /// <summary>
+    /// Checks a tensor's view of its storage before anything is allocated: known dtype, sane rank, non-negative sizes,
+    /// strides and offset, an element count that neither overflows nor exceeds the storage's (a broadcast view would
+    /// make a tiny file expand into an arbitrarily large tensor), and every viewed element inside the storage.
+    /// </summary>
+    private torch.ScalarType CheckView(string name, PickleTensor tensor)
     {
         if (!TensorDTypes.TryFromTorchStorage(tensor.Storage.StorageType, out var dtype))
-            throw new InvalidModelFileException(path, name, $"unsupported storage type '{tensor.Storage.StorageType}'");
+            throw new InvalidModelFileException(Path, name, $"unsupported storage type '{tensor.Storage.StorageType}'");
+        if (tensor.Shape.Length > MaxRank)
+            throw new InvalidModelFileException(Path, name, $"a shape of {tensor.Shape.Length} dimensions is not a weight tensor");
         if (tensor.Shape.Length != tensor.Stride.Length || tensor.Shape.Any(s => s < 0) || tensor.Stride.Any(s => s < 0) || tensor.StorageOffset < 0)
-            throw new InvalidModelFileException(path, name, "the tensor's shape, stride or storage offset is invalid");
+            throw new InvalidModelFileException(Path, name, "the tensor's shape, stride or storage offset is invalid");
+
+        long elements, extent;
+        try
+        {
+            elements = tensor.Shape.Aggregate(1L, (a, b) => checked(a * b));
+            extent = StorageExtent(tensor);
+        }
+        catch (OverflowException)
+        {
+            throw new InvalidModelFileException(Path, name, $"shape {TensorInfo.FormatShape(tensor.Shape)} with strides {TensorInfo.FormatShape(tensor.Stride)} is too large");
+        }
+
+        if (extent > tensor.Storage.ElementCount)
+            throw new InvalidModelFileException(Path, name,
+                $"the tensor views elements up to {extent} of a storage that holds only {tensor.Storage.ElementCount}");
+        if (elements > tensor.Storage.ElementCount)
+            throw new InvalidModelFileException(Path, name,
+                $"the tensor has more elements ({elements}) than its storage holds ({tensor.Storage.ElementCount}): overlapping (broadcast) views are not weights");
         return dtype;
     }
 
@@ -218,8 +269,8 @@ internal sealed class TorchPickleReader : ITensorReader
             return tensor.StorageOffset;
         long last = tensor.StorageOffset;
         for (int i = 0; i < tensor.Shape.Length; i++)
-            last = checked(last + (tensor.Shape[i] - 1) * tensor.Stride[i]);
-        return last + 1;
+            last = checked(last + checked((tensor.Shape[i] - 1) * tensor.Stride[i]));
+        return checked(last + 1);
     }
 
     private static bool IsContiguous(long[] shape, long[] stride)
