@@ -8,6 +8,7 @@ internal static class ExitCodes
     public const int BadArguments = 2;
     public const int BadFiles = 3;
     public const int TrainingFailed = 4;
+    public const int CannotWrite = 5;
     public const int Cancelled = 130;
 
     /// <summary>The exit code for an exception, with the one-line message to print.</summary>
@@ -22,6 +23,7 @@ internal static class ExitCodes
         DirectoryNotFoundException e => (BadFiles, e.Message),
         InvalidDataException e => (BadFiles, e.Message),
         TrainingFailedException e => (TrainingFailed, e.Message),
+        OutputSaveException e => (CannotWrite, e.Message),
         OutOfMemoryException => (TrainingFailed, "out of memory: try a smaller --batch-size or --resolution, or --mixed-precision bf16/fp16 on a GPU"),
         System.Runtime.InteropServices.ExternalException e when e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) =>
             (TrainingFailed, "out of memory: try a smaller --batch-size or --resolution, or --mixed-precision bf16/fp16 on a GPU"),

@@ -38,6 +38,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 18, Level = LogLevel.Error, Message = "Training observer {Observer} threw; training continues")]
     public static partial void ObserverFailed(ILogger logger, string observer, Exception exception);
 
+    [LoggerMessage(EventId = 21, Level = LogLevel.Warning, Message = "Resuming from the latest checkpoint was asked for, but {Directory} has none yet; starting a new run")]
+    public static partial void NoCheckpointYet(ILogger logger, string directory);
+
+    [LoggerMessage(EventId = 22, Level = LogLevel.Error, Message = "Saving the checkpoint of step {Step} failed; the checkpoints already written are intact ({Latest})")]
+    public static partial void CheckpointFailed(ILogger logger, long step, string latest, Exception exception);
+
     [LoggerMessage(EventId = 20, Level = LogLevel.Warning, Message = "The {Which} is longer than the text encoder's {MaxLength} tokens: {Dropped} tokens were dropped")]
     public static partial void PromptTruncated(ILogger logger, string which, int dropped, int maxLength);
 

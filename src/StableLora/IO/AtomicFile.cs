@@ -6,6 +6,11 @@ namespace StableLora.IO;
 /// </summary>
 internal static class AtomicFile
 {
+    private static readonly System.Text.RegularExpressions.Regex TemporaryName = new(@"^\..+\.[0-9a-f]{32}\.tmp$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>Whether <paramref name="path"/> is named like the temporary files this class writes (left behind only by a killed process).</summary>
+    public static bool IsTemporary(string path) => TemporaryName.IsMatch(System.IO.Path.GetFileName(path));
+
     public static void Write(string path, Action<Stream> writeContent)
     {
         string fullPath = System.IO.Path.GetFullPath(path);

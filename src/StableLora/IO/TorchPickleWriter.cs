@@ -7,7 +7,7 @@ namespace StableLora.IO;
 /// <summary>
 /// Writes a state dict as <c>torch.save</c> does (zip archive with <c>data.pkl</c>, one raw storage per tensor and a
 /// version record), through TorchSharp.PyBridge, so that Python's <c>torch.load</c> returns a dict in the same key
-/// order. The file is written atomically.
+/// order. The file is written atomically, and the same tensors always give the same bytes (no timestamps).
 /// </summary>
 internal static class TorchPickleWriter
 {
@@ -23,6 +23,11 @@ internal static class TorchPickleWriter
             ordered.Add(name, tensor.detach().cpu().contiguous().clone());
         }
 
-        AtomicFile.Write(path, stream => PyTorchPickler.PickleStateDict(stream, ordered, leaveOpen: true));
+        using var archive = new MemoryStream();
+        PyTorchPickler.PickleStateDict(archive, ordered, leaveOpen: true);
+        byte[] buffer = archive.GetBuffer();
+        int length = checked((int)archive.Length);
+        ZipTimestamps.Normalize(buffer.AsSpan(0, length));
+        AtomicFile.Write(path, stream => stream.Write(buffer, 0, length));
     }
 }

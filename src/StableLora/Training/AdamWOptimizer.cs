@@ -159,7 +159,7 @@ internal sealed class AdamWOptimizer : IDisposable
         if (!_state.TryGetValue(name, out var moments))
         {
             moments = _flat is not null
-                ? new Moments(_flat.View(_flat.ExpAvg, parameter), _flat.View(_flat.ExpAvgSq, parameter))
+                ? new Moments(_flat.View(_flat.ExpAvg, parameter).DetachFromDisposeScope(), _flat.View(_flat.ExpAvgSq, parameter).DetachFromDisposeScope())
                 : new Moments(zeros_like(parameter).DetachFromDisposeScope(), zeros_like(parameter).DetachFromDisposeScope());
             _state[name] = moments;
         }
@@ -191,8 +191,10 @@ internal sealed class AdamWOptimizer : IDisposable
         {
             if (parameters.Count < 2)
                 return null;
-            var device = parameters[0].Parameter.device;
-            if (parameters.Any(p => p.Parameter.dtype != ScalarType.Float32 || p.Parameter.device != device || !p.Parameter.is_contiguous()))
+            var first = parameters[0].Parameter;
+            var device = first.device;
+            if (parameters.Any(p => p.Parameter.dtype != ScalarType.Float32 || p.Parameter.device_type != first.device_type
+                                    || p.Parameter.device_index != first.device_index || !p.Parameter.is_contiguous()))
                 return null;
             if (parameters.Select(p => p.Parameter).Distinct(ReferenceEqualityComparer.Instance).Count() != parameters.Count)
                 return null;

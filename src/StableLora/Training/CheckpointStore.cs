@@ -24,7 +24,10 @@ internal sealed class CheckpointStore
     public const string StateFile = "training_state.safetensors";
     public const string TrainerStateFile = "trainer_state.json";
     public const string OptionsFile = "options.json";
+    public const string LatestCheckpoint = "latest";
     private const string TemporaryPrefix = ".tmp-checkpoint-";
+    private const string DeletingPrefix = ".deleting-";
+    private const string OldInfix = ".old-";
     private const string LoraParameterPrefix = "lora.";
     private const string OptimizerPrefix = "optimizer.";
     private const string GeneratorKey = "rng.noise_generator";
@@ -45,14 +48,28 @@ internal sealed class CheckpointStore
 
     public string PathFor(long step) => Path.Combine(OutputDirectory, FolderPrefix + step.ToString(CultureInfo.InvariantCulture));
 
-    /// <summary>Removes temporary folders left by a process that was killed while saving.</summary>
+    /// <summary>
+    /// Cleans up after a process killed while saving: removes temporary checkpoint folders and half-written files,
+    /// puts back a checkpoint whose replacement was interrupted between its two renames, and finishes interrupted deletions.
+    /// </summary>
     public void RemoveStaleTemporaries()
     {
         if (!Directory.Exists(OutputDirectory))
             return;
         foreach (var stale in Directory.EnumerateDirectories(OutputDirectory, TemporaryPrefix + "*")
-                     .Concat(Directory.EnumerateDirectories(OutputDirectory, FolderPrefix + "*.old-*")))
+                     .Concat(Directory.EnumerateDirectories(OutputDirectory, DeletingPrefix + "*")))
             TryDelete(stale);
+        foreach (var old in Directory.EnumerateDirectories(OutputDirectory, FolderPrefix + "*" + OldInfix + "*"))
+        {
+            string original = old[..old.LastIndexOf(OldInfix, StringComparison.Ordinal)];
+            if (!Directory.Exists(original) && File.Exists(Path.Combine(old, TrainerStateFile)))
+                Directory.Move(old, original);
+            else
+                TryDelete(old);
+        }
+
+        foreach (var halfWritten in Directory.EnumerateFiles(OutputDirectory, ".*.tmp").Where(AtomicFile.IsTemporary))
+            TryDeleteFile(halfWritten);
     }
 
     /// <summary>Complete checkpoints, oldest first.</summary>
@@ -68,13 +85,13 @@ internal sealed class CheckpointStore
             .ToList();
     }
 
-    /// <summary>The checkpoint folder named by "latest" (the newest here) or a path.</summary>
-    public string Resolve(string resumeFrom)
+    /// <summary>The checkpoint folder named by "latest" (the newest here; null when there is none yet) or a path.</summary>
+    public string? Resolve(string resumeFrom)
     {
-        if (string.Equals(resumeFrom, "latest", StringComparison.OrdinalIgnoreCase))
+        if (string.Equals(resumeFrom, LatestCheckpoint, StringComparison.OrdinalIgnoreCase))
         {
             var all = List();
-            return all.Count > 0 ? all[^1].Path : throw new InvalidOperationException($"{OutputDirectory}: there is no checkpoint to resume from");
+            return all.Count > 0 ? all[^1].Path : null;
         }
 
         string path = Path.GetFullPath(resumeFrom);
@@ -115,7 +132,7 @@ internal sealed class CheckpointStore
         if (keepLast is { } keep)
         {
             foreach (var (_, path) in List().SkipLast(keep))
-                TryDelete(path);
+                DeleteCheckpoint(path);
         }
 
         return final;
@@ -138,10 +155,44 @@ internal sealed class CheckpointStore
         }
 
         // A checkpoint of this step exists (a resumed run passing it again): swap, then drop the old one.
-        string old = target + $".old-{Guid.NewGuid():N}";
+        string old = target + OldInfix + Guid.NewGuid().ToString("N");
         Directory.Move(target, old);
         Directory.Move(source, target);
         TryDelete(old);
+    }
+
+    /// <summary>Renames first, so that a kill during the deletion never leaves a half-deleted checkpoint under its real name.</summary>
+    private void DeleteCheckpoint(string path)
+    {
+        string doomed = Path.Combine(OutputDirectory, DeletingPrefix + Path.GetFileName(path) + "-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.Move(path, doomed);
+        }
+        catch (IOException)
+        {
+            return;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return;
+        }
+
+        TryDelete(doomed);
+    }
+
+    private static void TryDeleteFile(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
     }
 
     private static void TryDelete(string path)

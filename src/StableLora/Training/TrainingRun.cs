@@ -74,7 +74,10 @@ internal sealed class TrainingRun
 
         var store = new CheckpointStore(options.OutputDirectory);
         store.RemoveStaleTemporaries();
-        using var resume = options.ResumeFrom is null ? null : store.Load(store.Resolve(options.ResumeFrom));
+        string? resumeFolder = options.ResumeFrom is null ? null : store.Resolve(options.ResumeFrom);
+        if (options.ResumeFrom is not null && resumeFolder is null)
+            Log.NoCheckpointYet(_logger, store.OutputDirectory);
+        using var resume = resumeFolder is null ? null : store.Load(resumeFolder);
         CheckResumable(resume);
 
         var networkOptions = new LoraNetworkOptions(options.Rank, options.Alpha, options.Targets, options.AttentionKinds, options.LoraDropout);
@@ -184,23 +187,23 @@ internal sealed class TrainingRun
 
             bool checkpointStep = options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0;
             if (checkpointStep && state.Step < options.MaxSteps)
-                lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+                lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
             if (options.ValidationPrompt is not null && (options.ValidationEvery > 0 ? state.Step % options.ValidationEvery == 0 : checkpointStep || state.Step == options.MaxSteps))
                 await ValidateAsync(model, network, state.Step).ConfigureAwait(false);
         }
 
         if (cancelled)
         {
-            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
             Log.TrainingCancelled(_logger, state.Step, lastCheckpoint);
         }
         else if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0)
         {
-            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state).ConfigureAwait(false);
+            lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
         }
 
         _hooks.TrainingFinished?.Invoke(model);
-        var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count);
+        var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
         var result = new TrainingResult(weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
             clock.Elapsed, cancelled, lastCheckpoint);
         await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
@@ -226,17 +229,27 @@ internal sealed class TrainingRun
         return new Vae.DiagonalGaussianDistribution(stack(batch.Indices.Select(i => cache[i]).ToList()));
     }
 
-    private (string Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount)
+    private (string Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
     {
         using var scope = NewDisposeScope();
-        Directory.CreateDirectory(_options.OutputDirectory);
         string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_weights.pt"));
         string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_kohya.safetensors"));
         var modules = network.ToModuleWeights();
-        IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
-        IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, new LoraExportMetadata(
-            OutputName: Path.GetFileName(Path.GetFullPath(_options.OutputDirectory)), BaseModel: _options.Model, TrainingSteps: state.Step,
-            Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount));
+        string target = weights;
+        try
+        {
+            Directory.CreateDirectory(_options.OutputDirectory);
+            IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
+            target = kohya;
+            IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, new LoraExportMetadata(
+                OutputName: Path.GetFileName(Path.GetFullPath(_options.OutputDirectory)), BaseModel: _options.Model, TrainingSteps: state.Step,
+                Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new OutputSaveException(target, state.Step, lastCheckpoint, e);
+        }
+
         Log.FinalWeightsSaved(_logger, weights, kohya);
         return (weights, kohya);
     }
@@ -270,9 +283,20 @@ internal sealed class TrainingRun
         await _observers.NotifyAsync(o => o.OnValidationImagesAsync(new ValidationImagesEvent(step, paths))).ConfigureAwait(false);
     }
 
-    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
+    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
+        RunState state, string? previousCheckpoint)
     {
-        string path = SaveCheckpoint(store, network, optimizer, scaler, noiseGenerator, state);
+        string path;
+        try
+        {
+            path = SaveCheckpoint(store, network, optimizer, scaler, noiseGenerator, state);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.CheckpointFailed(_logger, state.Step, previousCheckpoint ?? "none", e);
+            throw new OutputSaveException(store.PathFor(state.Step), state.Step, previousCheckpoint, e);
+        }
+
         Log.CheckpointSaved(_logger, state.Step, path);
         await _observers.NotifyAsync(o => o.OnCheckpointSavedAsync(new CheckpointSavedEvent(path, state.Step))).ConfigureAwait(false);
         return path;

@@ -41,7 +41,13 @@ public sealed class TorchPickleTests
             Assert.Contains(names, n => n.EndsWith("/data.pkl", StringComparison.Ordinal));
             Assert.Contains(names, n => n.EndsWith("/version", StringComparison.Ordinal));
             Assert.Equal(4, names.Count(n => n.Contains("/data/", StringComparison.Ordinal)));
+            // No wall-clock time in the file: the same tensors give the same bytes.
+            Assert.All(zip.Entries, e => Assert.Equal(new DateTime(1980, 1, 1), e.LastWriteTime.DateTime));
         }
+
+        string again = temp.File("again.pt");
+        TorchPickleWriter.Write(again, tensors);
+        Assert.Equal(File.ReadAllBytes(path), File.ReadAllBytes(again));
 
         using var reader = TorchPickleReader.Open(path);
         Assert.Equal(tensors.Select(t => t.Key), reader.Tensors.Select(t => t.Name));

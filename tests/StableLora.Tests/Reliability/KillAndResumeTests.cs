@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using StableLora.Data;
+using StableLora.IO;
+using StableLora.Tests.Infrastructure;
+using StableLora.Training;
+using Xunit.Abstractions;
+
+namespace StableLora.Tests.Reliability;
+
+/// <summary>
+/// A real training process (the sample CLI on the tiny fixture model, CPU, fp32, a checkpoint every step) killed
+/// with SIGKILL at random moments and resumed with <c>--resume latest</c> each time: during start-up and model
+/// loading, in the middle of a step, and while a checkpoint is being written. After every kill each checkpoint folder
+/// must be complete and readable; the final LoRA must equal, byte for byte, that of a run never interrupted.
+/// <c>STABLELORA_LONG_FAULTS=1</c> runs the longer version (200 kills).
+/// </summary>
+public sealed class KillAndResumeTests(ITestOutputHelper output)
+{
+    private static bool LongRun => Environment.GetEnvironmentVariable("STABLELORA_LONG_FAULTS") == "1";
+
+    private enum KillMoment
+    {
+        AnyTimeAfterStart,
+        MidStep,
+        WhileSavingACheckpoint,
+    }
+
+    [Fact]
+    public void TwentyKillsAtRandomMomentsThenResumingGivesTheUninterruptedLoraBitForBit()
+    {
+        int kills = LongRun ? 200 : 20;
+        int maxSteps = LongRun ? 900 : 60;
+        using var temp = new TempDirectory();
+        string data = temp.File("data");
+        SketchImageGenerator.Generate(data, count: 4, size: 24, seed: 5);
+
+        var clock = Stopwatch.StartNew();
+        string straight = temp.File("straight/output"); // same folder name: the kohya metadata records it
+        RunToCompletion(Arguments(data, straight, maxSteps));
+        var straightTime = clock.Elapsed;
+
+        string killed = temp.File("killed/output");
+        var random = new Random(20261127);
+        var moments = new Dictionary<KillMoment, int>();
+        int killsLeavingTemporaries = 0;
+        long stepsLost = 0;
+        for (int kill = 0; kill < kills; kill++)
+        {
+            long latestBefore = LatestStep(killed);
+            var moment = (KillMoment)random.Next(3);
+            using var process = CliProcess.Start(Arguments(data, killed, maxSteps));
+            bool killedInTime = moment switch
+            {
+                KillMoment.AnyTimeAfterStart => KillAfter(process, TimeSpan.FromMilliseconds(random.Next(0, 4000))),
+                KillMoment.MidStep => KillWhen(process, () => LatestStep(killed) > latestBefore, TimeSpan.FromMilliseconds(random.Next(0, 40))),
+                _ => KillWhen(process, () => HasTemporaryCheckpoint(killed), TimeSpan.Zero),
+            };
+            Assert.True(killedInTime, $"kill {kill} ({moment}): the run ended before it could be killed ({process.Output}); raise maxSteps");
+            moments[moment] = moments.GetValueOrDefault(moment) + 1;
+            if (HasTemporaryCheckpoint(killed) || Directory.EnumerateFiles(killed, ".*.tmp").Any())
+                killsLeavingTemporaries++;
+            long latestAfter = AssertEveryCheckpointIsComplete(killed);
+            Assert.True(latestAfter >= latestBefore, $"kill {kill}: the latest checkpoint went back from step {latestBefore} to {latestAfter}");
+            stepsLost += Math.Max(0, latestAfter - latestBefore);
+        }
+
+        long resumedFrom = LatestStep(killed);
+        RunToCompletion(Arguments(data, killed, maxSteps));
+        AssertEveryCheckpointIsComplete(killed);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(killed, ".*"));
+
+        output.WriteLine($"{kills} kills ({string.Join(", ", moments.OrderBy(m => m.Key).Select(m => $"{m.Key} {m.Value}"))}); "
+                         + $"{killsLeavingTemporaries} left a half-written checkpoint or file behind; {stepsLost} steps were checkpointed between kills; "
+                         + $"the last resume started at step {resumedFrom} of {maxSteps}; straight run {straightTime.TotalSeconds:F1} s, all {clock.Elapsed.TotalSeconds:F1} s");
+        foreach (var file in new[] { "lora_weights.pt", "lora_kohya.safetensors" })
+            Assert.True(File.ReadAllBytes(Path.Combine(straight, file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(killed, file))),
+                $"{file} of the killed-and-resumed run differs from the straight run's");
+        Assert.True(moments.Count == 3, "every kind of kill moment was tried");
+        Assert.True(killsLeavingTemporaries > 0, "at least one kill landed while a checkpoint was being written");
+    }
+
+    private static string[] Arguments(string data, string outputDirectory, int maxSteps) =>
+    [
+        "train", "--model", FixturePaths.TinyPipeline, "--data", data, "--output", outputDirectory, "--resolution", "16", "--batch-size", "2",
+        "--lr", "1e-3", "--max-steps", maxSteps.ToString(CultureInfo.InvariantCulture), "--warmup-steps", "5", "--checkpoint-every", "1",
+        "--device", "cpu", "--seed", "11", "--resume", "latest",
+    ];
+
+    private static void RunToCompletion(string[] arguments)
+    {
+        using var process = CliProcess.Start(arguments);
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(5)), "the training process did not finish in 5 minutes");
+        Assert.True(process.ExitCode == 0, $"exit code {process.ExitCode}: {process.Output}");
+    }
+
+    private static bool KillAfter(CliProcess process, TimeSpan delay)
+    {
+        if (process.WaitForExit(delay))
+            return false;
+        process.Kill();
+        return true;
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every millisecond, then kills <paramref name="delay"/> after it holds.</summary>
+    private static bool KillWhen(CliProcess process, Func<bool> condition, TimeSpan delay)
+    {
+        var limit = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (process.HasExited || limit.Elapsed > TimeSpan.FromMinutes(2))
+                return false;
+            Thread.Sleep(1);
+        }
+
+        return KillAfter(process, delay);
+    }
+
+    private static bool HasTemporaryCheckpoint(string outputDirectory) =>
+        Directory.Exists(outputDirectory) && Directory.EnumerateDirectories(outputDirectory, ".tmp-checkpoint-*").Any();
+
+    private static long LatestStep(string outputDirectory) =>
+        new CheckpointStore(outputDirectory).List().Select(c => c.Step).DefaultIfEmpty(0).Max();
+
+    /// <summary>
+    /// Every folder named like a checkpoint is one: its trainer state names its step, every tensor of its training
+    /// state reads, its LoRA loads and its options parse. Returns the newest step.
+    /// </summary>
+    private static long AssertEveryCheckpointIsComplete(string outputDirectory)
+    {
+        if (!Directory.Exists(outputDirectory))
+            return 0;
+        long latest = 0;
+        foreach (var folder in Directory.EnumerateDirectories(outputDirectory, CheckpointStore.FolderPrefix + "*"))
+        {
+            string suffix = Path.GetFileName(folder)[CheckpointStore.FolderPrefix.Length..];
+            if (!long.TryParse(suffix, NumberStyles.None, CultureInfo.InvariantCulture, out long step))
+            {
+                Assert.Contains(".old-", suffix, StringComparison.Ordinal); // a replaced checkpoint, removed on the next start
+                continue;
+            }
+
+            using (var trainerState = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, CheckpointStore.TrainerStateFile))))
+                Assert.Equal(step, trainerState.RootElement.GetProperty("Step").GetInt64());
+            using (JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, CheckpointStore.OptionsFile))))
+            {
+            }
+
+            using (var state = SafetensorsReader.Open(Path.Combine(folder, CheckpointStore.StateFile)))
+            {
+                Assert.NotEmpty(state.Tensors);
+                foreach (var info in state.Tensors)
+                    state.Read(info.Name).Dispose();
+            }
+
+            using (var lora = LoraWeights.Load(Path.Combine(folder, CheckpointStore.LoraFile)))
+                Assert.True(lora.ModuleCount > 0);
+            latest = Math.Max(latest, step);
+        }
+
+        return latest;
+    }
+}
