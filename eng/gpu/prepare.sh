@@ -20,7 +20,7 @@ if [ -n "${1:-}" ]; then
   git --git-dir="$1" archive v0.40.0 src/diffusers | tar -x -C "$tmp"
   tar -czf .gpu/diffusers-src.tar.gz -C "$tmp/src" diffusers
   rm -rf "$tmp"
-  cp "${2:-${SHARED_GPU:-../shared/gpu}/bench_diffusers.py}" .gpu/
+  cp "${2:-eng/reference/bench_diffusers.py}" .gpu/
 fi
 du -sh .gpu
 echo "tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (they travel too)"

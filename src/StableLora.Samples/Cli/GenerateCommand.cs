@@ -7,7 +7,8 @@ namespace StableLora.Samples.Cli;
 /// <summary><c>stablelora generate</c>: text to image, with LoRAs, writing <c>DIR/&lt;seed&gt;-&lt;index&gt;.png</c> with A1111 parameters.</summary>
 internal sealed class GenerateCommand
 {
-    private readonly Option<string> _model = new("--model") { Description = "Base model: a diffusers folder", Required = true };
+    private readonly Option<string> _model = new("--model") { Description = "Base model: a diffusers folder, a single-file checkpoint or a hub id org/name[@revision]", Required = true };
+    private readonly ModelSourceFlags _modelSource = new();
     private readonly Option<string> _prompt = new("--prompt") { Description = "What to draw", DefaultValueFactory = _ => "" };
     private readonly Option<string?> _negative = Parsing.Option<string?>("--negative-prompt", "What not to draw");
     private readonly Option<string[]> _lora = new("--lora") { Description = "LoRA file, optionally :SCALE (repeatable)", AllowMultipleArgumentsPerToken = false };
@@ -28,7 +29,7 @@ internal sealed class GenerateCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("generate", "Generate images, optionally with LoRAs");
-        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing })
+        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -39,6 +40,8 @@ internal sealed class GenerateCommand
         var builder = StableDiffusionGenerator.FromPretrained(result.GetValue(_model)!)
             .WithDevice(result.GetValue(_device)!)
             .WithDType(Parsing.DType(result.GetValue(_dtype)!))
+            .WithSingleFileOptions(_modelSource.SingleFile(result))
+            .WithHubOptions(_modelSource.Hub(result))
             .WithLogger(logger);
         string scheduler = result.GetValue(_scheduler)!;
         if (scheduler.Length > 0)

@@ -6,7 +6,8 @@ namespace StableLora.Samples.Cli;
 /// <summary><c>stablelora train</c>: the seed's train.py through the public builder.</summary>
 internal sealed class TrainCommand
 {
-    private readonly Option<string?> _model = Parsing.Option<string?>("--model", "Base model: a diffusers folder (omit with --data for the built-in demo)");
+    private readonly Option<string?> _model = Parsing.Option<string?>("--model", "Base model: a diffusers folder, a single-file checkpoint or a hub id org/name[@revision] (omit with --data for the built-in demo)");
+    private readonly ModelSourceFlags _modelSource = new();
     private readonly Option<string?> _data = Parsing.Option<string?>("--data", "Folder of training images");
     private readonly Option<string?> _caption = Parsing.Option<string?>("--caption", "Caption of every image (default \"a sketch\")");
     private readonly Option<bool> _captionFiles = Parsing.Option<bool>("--caption-files", "Use image.txt beside image.png as its caption when present");
@@ -42,7 +43,7 @@ internal sealed class TrainCommand
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
         foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps, _rank, _alpha,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
-                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _tensorBoard })
+                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _tensorBoard }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -57,7 +58,10 @@ internal sealed class TrainCommand
         if (model is null || data is null)
             throw new ArgumentException(model is null ? "--data needs --model (omit both for the built-in demo)" : "--model needs --data (omit both for the built-in demo)");
 
-        var builder = Apply(LoraTrainingBuilder.FromPretrained(model).WithDataset(data).WithOutputDirectory(result.GetValue(_output)!)).WithLogger(logger);
+        var builder = Apply(LoraTrainingBuilder.FromPretrained(model).WithDataset(data).WithOutputDirectory(result.GetValue(_output)!))
+            .WithSingleFileOptions(_modelSource.SingleFile(result))
+            .WithHubOptions(_modelSource.Hub(result))
+            .WithLogger(logger);
         var training = await TrainWithProgressAsync(builder, cancellationToken).ConfigureAwait(false);
         Console.WriteLine(training.Cancelled
             ? $"Cancelled after step {training.StepsCompleted}; resume with: stablelora train ... --resume latest ({training.LastCheckpointPath})"

@@ -220,16 +220,17 @@ internal sealed class LoraNetwork : IDisposable
         using var noGrad = no_grad();
         foreach (var (modulePath, layer) in Layers())
         {
-            using var delta = layer.DeltaWeight(weight);
+            using var scope = NewDisposeScope();
+            var delta = layer.DeltaWeight(weight);
             if (!delta.isfinite().all().item<bool>())
                 throw new InvalidOperationException($"fusing {modulePath} would write non-finite values into the model; nothing was fused");
         }
 
         foreach (var (modulePath, layer) in Layers())
         {
+            using var scope = NewDisposeScope();
             var target = targets[modulePath].Weight;
-            using var delta = layer.DeltaWeight(weight);
-            target.PlusInPlace(delta.to(target.dtype));
+            target.PlusInPlace(layer.DeltaWeight(weight).to(target.dtype));
         }
 
         FusedWeight = weight;
@@ -244,9 +245,9 @@ internal sealed class LoraNetwork : IDisposable
         using var noGrad = no_grad();
         foreach (var (modulePath, layer) in Layers())
         {
+            using var scope = NewDisposeScope();
             var target = targets[modulePath].Weight;
-            using var delta = layer.DeltaWeight(weight);
-            target.sub_(delta.to(target.dtype));
+            target.sub_(layer.DeltaWeight(weight).to(target.dtype));
         }
 
         FusedWeight = null;

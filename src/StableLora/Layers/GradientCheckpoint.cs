@@ -58,7 +58,8 @@ internal static class GradientCheckpoint
             ctx.save_data("inputNeedsGrad", inputs.Select(i => i.requires_grad).ToArray());
             ctx.save_data("parameters", vars.Skip(1 + recipe.InputCount).Cast<Tensor>().ToArray());
             ctx.save_for_backward(inputs.ToList());
-            return recipe.Forward(inputs);
+            using var scope = NewDisposeScope();
+            return recipe.Forward(inputs).MoveToOuterDisposeScope();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)

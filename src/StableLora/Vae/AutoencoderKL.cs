@@ -35,10 +35,20 @@ internal sealed class AutoencoderKL : nn.Module
     public Tensor EncoderOutput(Tensor images) => encoder.Forward(images);
 
     /// <summary>Encodes images in [-1, 1] [B, 3, H, W] to the latent distribution.</summary>
-    public DiagonalGaussianDistribution Encode(Tensor images) => new(quant_conv.forward(encoder.Forward(images)));
+    public DiagonalGaussianDistribution Encode(Tensor images)
+    {
+        Tensor moments;
+        using (var scope = NewDisposeScope())
+            moments = quant_conv.forward(encoder.Forward(images)).MoveToOuterDisposeScope();
+        return new(moments);
+    }
 
     /// <summary>Decodes (unscaled) latents to images in about [-1, 1].</summary>
-    public Tensor Decode(Tensor latents) => decoder.Forward(post_quant_conv.forward(latents));
+    public Tensor Decode(Tensor latents)
+    {
+        using var scope = NewDisposeScope();
+        return decoder.Forward(post_quant_conv.forward(latents)).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>diffusers' <c>DiagonalGaussianDistribution</c>: moments split into mean and log-variance (clamped to [-30, 20]).</summary>

@@ -53,6 +53,31 @@ public sealed class CliTests
         Assert.Equal(LoraFileFormat.Kohya, kohya.SourceFormat);
     }
 
+    [Fact]
+    public async Task SingleFileModelsReadWithAConfigFolderTrainAndGenerate()
+    {
+        using var temp = new TempDirectory();
+        string single = temp.File("tiny-sd.safetensors");
+        ModelConverter.ToSingleFile(FixturePaths.TinyPipeline, single);
+        SketchImageGenerator.Generate(temp.File("data"), 2, 24, seed: 1);
+
+        var train = await Run("train", "--model", single, "--config", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"),
+            "--resolution", "16", "--max-steps", "2", "--warmup-steps", "0", "--checkpoint-every", "0", "--device", "cpu");
+        Assert.True(train.Code == 0, train.Error);
+        var generate = await Run("generate", "--model", single, "--config", FixturePaths.TinyPipeline, "--prompt", "a sketch", "--steps", "2", "--seed", "5",
+            "--lora", temp.File("out/lora_weights.pt"), "--out", temp.File("images"), "--device", "cpu");
+        Assert.True(generate.Code == 0, generate.Error);
+        Assert.True(File.Exists(temp.File("images/5-0.png")));
+
+        var missingYaml = await Run("generate", "--model", single, "--original-config", temp.File("v1-inference.yaml"), "--steps", "2", "--device", "cpu");
+        Assert.Equal(ExitCodes.BadFiles, missingYaml.Code);
+        Assert.Contains("v1-inference.yaml", missingYaml.Error, StringComparison.Ordinal);
+
+        var contradiction = await Run("generate", "--model", "runwayml/stable-diffusion-v1-5", "--allow-download", "--offline");
+        Assert.Equal(ExitCodes.BadArguments, contradiction.Code);
+        Assert.Contains("--offline", contradiction.Error, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(new[] { "train", "--rank", "many" }, ExitCodes.BadArguments, "many")]
     [InlineData(new[] { "train", "--no-such-flag" }, ExitCodes.BadArguments, "--no-such-flag")]
