@@ -14,7 +14,7 @@ rm -f .gpu/app/*.pdb .gpu/app/*.xml .gpu/app/libSkiaSharp.so .gpu/app/libHarfBuz
 tar -cJf .gpu/app.tar.xz -C .gpu app && rm -rf .gpu/app
 [ -f .gpu/dotnet-runtime.tar.xz ] || bash "${SHARED_GPU:-../shared/gpu}/make-runtime.sh" .gpu
 cp "${SHARED_GPU:-../shared/gpu}/device-run.sh" .gpu/
-cp eng/gpu/run-device.sh .gpu/
+cp eng/gpu/run-device.sh eng/gpu/run-levers.sh .gpu/
 if [ -n "${1:-}" ]; then
   tmp=$(mktemp -d)
   git --git-dir="$1" archive v0.40.0 src/diffusers | tar -x -C "$tmp"

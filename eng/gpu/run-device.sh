@@ -35,7 +35,7 @@ step train-bf16-gc 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet+gc 
 step train-fp16 120 bench --dtypes fp16 --batch-sizes "$mid" --modes unet --json "$out/train-fp16.json"
 step lever-per-parameter-adamw 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet --per-parameter-adamw --json "$out/lever-per-parameter-adamw.json"
 step lever-no-flash 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet --no-flash-sdp --json "$out/lever-no-flash.json"
-[ -n "$gen" ] && step generate-fp16 150 bench --dtypes fp16 --batch-sizes 1,4 --modes "" --generation --vae --iters 10 --json "$out/generate-fp16.json"
+[ -n "$gen" ] && step generate-fp16 150 bench --dtypes fp16 --batch-sizes 1,4 --modes "" --generation --vae --json "$out/generate-fp16.json"
 [ -n "$gen" ] && step generate-bf16 120 bench --dtypes bf16 --batch-sizes 1 --modes "" --generation --json "$out/generate-bf16.json"
 
 if [ -f .gpu/diffusers-src.tar.gz ] && [ "${DRY:-0}" != 1 ]; then

@@ -36,6 +36,9 @@ internal sealed class ResnetBlock2D : nn.Module
 
     public Tensor Forward(Tensor input, Tensor? timeEmbedding)
     {
+        // Temporaries are released on return (autograd keeps what it saved), so a VAE pass at 512 px does not hold
+        // every intermediate map until its caller's scope ends.
+        using var scope = NewDisposeScope();
         var hidden = conv1.forward(_activation(norm1.forward(input)));
         if (time_emb_proj is not null && timeEmbedding is not null)
             hidden = hidden.Plus(time_emb_proj.forward(_activation(timeEmbedding)).unsqueeze(-1).unsqueeze(-1));
@@ -47,7 +50,7 @@ internal sealed class ResnetBlock2D : nn.Module
 
         var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input);
         var output = shortcut.Plus(hidden);
-        return _outputScaleFactor == 1.0 ? output : output.DividedBy(_outputScaleFactor);
+        return (_outputScaleFactor == 1.0 ? output : output.DividedBy(_outputScaleFactor)).MoveToOuterDisposeScope();
     }
 }
 

@@ -218,7 +218,8 @@ internal sealed class VaeMidBlock : nn.Module
     public Tensor Forward(Tensor hiddenStates)
     {
         var hidden = resnets[0].Forward(hiddenStates, null);
-        hidden = attentions[0].Forward(hidden);
+        using (var scope = NewDisposeScope())
+            hidden = attentions[0].Forward(hidden).MoveToOuterDisposeScope();
         return resnets[1].Forward(hidden, null);
     }
 }

@@ -38,8 +38,10 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
 
         var clock = Stopwatch.StartNew();
         string straight = temp.File("straight/output"); // same folder name: the kohya metadata records it
-        RunToCompletion(Arguments(data, straight, maxSteps));
+        var (startUp, perStep) = RunToCompletionMeasuringPace(Arguments(data, straight, maxSteps), straight, maxSteps);
         var straightTime = clock.Elapsed;
+        // Random kills land anywhere from the start to three steps into training, on a fast machine or a slow one.
+        double anyTimeWindowMs = (startUp + 3 * perStep).TotalMilliseconds;
 
         string killed = temp.File("killed/output");
         var random = new Random(20261127);
@@ -53,7 +55,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
             using var process = CliProcess.Start(Arguments(data, killed, maxSteps));
             bool killedInTime = moment switch
             {
-                KillMoment.AnyTimeAfterStart => KillAfter(process, TimeSpan.FromMilliseconds(random.Next(0, 4000))),
+                KillMoment.AnyTimeAfterStart => KillAfter(process, TimeSpan.FromMilliseconds(random.NextDouble() * anyTimeWindowMs)),
                 KillMoment.MidStep => KillWhen(process, () => LatestStep(killed) > latestBefore, TimeSpan.FromMilliseconds(random.Next(0, 40))),
                 _ => KillWhen(process, () => HasTemporaryCheckpoint(killed), TimeSpan.Zero),
             };
@@ -73,7 +75,8 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
 
         output.WriteLine($"{kills} kills ({string.Join(", ", moments.OrderBy(m => m.Key).Select(m => $"{m.Key} {m.Value}"))}); "
                          + $"{killsLeavingTemporaries} left a half-written checkpoint or file behind; {stepsLost} steps were checkpointed between kills; "
-                         + $"the last resume started at step {resumedFrom} of {maxSteps}; straight run {straightTime.TotalSeconds:F1} s, all {clock.Elapsed.TotalSeconds:F1} s");
+                         + $"the last resume started at step {resumedFrom} of {maxSteps}; straight run {straightTime.TotalSeconds:F1} s (start-up {startUp.TotalSeconds:F1} s, "
+                         + $"{perStep.TotalMilliseconds:F0} ms a step), all {clock.Elapsed.TotalSeconds:F1} s");
         foreach (var file in new[] { "lora_weights.pt", "lora_kohya.safetensors" })
             Assert.True(File.ReadAllBytes(Path.Combine(straight, file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(killed, file))),
                 $"{file} of the killed-and-resumed run differs from the straight run's");
@@ -93,6 +96,25 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         using var process = CliProcess.Start(arguments);
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(5)), "the training process did not finish in 5 minutes");
         Assert.True(process.ExitCode == 0, $"exit code {process.ExitCode}: {process.Output}");
+    }
+
+    /// <summary>Runs to the end, noting when the first checkpoint appeared: the start-up time and the time per step.</summary>
+    private static (TimeSpan StartUp, TimeSpan PerStep) RunToCompletionMeasuringPace(string[] arguments, string outputDirectory, int maxSteps)
+    {
+        var clock = Stopwatch.StartNew();
+        using var process = CliProcess.Start(arguments);
+        TimeSpan? firstCheckpoint = null;
+        while (!process.WaitForExit(TimeSpan.FromMilliseconds(5)))
+        {
+            if (firstCheckpoint is null && Directory.Exists(Path.Combine(outputDirectory, CheckpointStore.FolderPrefix + "1")))
+                firstCheckpoint = clock.Elapsed;
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(5), "the training process did not finish in 5 minutes");
+        }
+
+        var total = clock.Elapsed;
+        Assert.True(process.ExitCode == 0, $"exit code {process.ExitCode}: {process.Output}");
+        var startUp = firstCheckpoint ?? total;
+        return (startUp, (total - startUp) / Math.Max(1, maxSteps - 1));
     }
 
     private static bool KillAfter(CliProcess process, TimeSpan delay)
