@@ -49,8 +49,12 @@ internal sealed class Attention : nn.Module
 
     public GroupNorm? GroupNorm => group_norm;
 
-    public Tensor Forward(Tensor hiddenStates, Tensor? encoderHiddenStates = null, AttentionOptions? options = null) =>
-        Processor.Process(this, hiddenStates, encoderHiddenStates, options ?? AttentionOptions.Default);
+    public Tensor Forward(Tensor hiddenStates, Tensor? encoderHiddenStates = null, AttentionOptions? options = null)
+    {
+        // Whatever the processor creates is released on return; autograd keeps what it saved.
+        using var scope = NewDisposeScope();
+        return Processor.Process(this, hiddenStates, encoderHiddenStates, options ?? AttentionOptions.Default).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>The dimensions and flags of one <see cref="Attention"/>.</summary>

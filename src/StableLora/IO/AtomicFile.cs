@@ -8,8 +8,12 @@ internal static class AtomicFile
 {
     private static readonly System.Text.RegularExpressions.Regex TemporaryName = new(@"^\..+\.[0-9a-f]{32}\.tmp$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
 
-    /// <summary>Whether <paramref name="path"/> is named like the temporary files this class writes (left behind only by a killed process).</summary>
-    public static bool IsTemporary(string path) => TemporaryName.IsMatch(System.IO.Path.GetFileName(path));
+    /// <summary>Deletes the temporary files this class left in <paramref name="directory"/> (only a killed process leaves them).</summary>
+    public static void RemoveStaleTemporaries(string directory)
+    {
+        foreach (var file in Directory.EnumerateFiles(directory, ".*.tmp").Where(f => TemporaryName.IsMatch(System.IO.Path.GetFileName(f))))
+            TryDelete(file);
+    }
 
     public static void Write(string path, Action<Stream> writeContent)
     {

@@ -68,8 +68,7 @@ internal sealed class CheckpointStore
                 TryDelete(old);
         }
 
-        foreach (var halfWritten in Directory.EnumerateFiles(OutputDirectory, ".*.tmp").Where(AtomicFile.IsTemporary))
-            TryDeleteFile(halfWritten);
+        AtomicFile.RemoveStaleTemporaries(OutputDirectory);
     }
 
     /// <summary>Complete checkpoints, oldest first.</summary>
@@ -179,20 +178,6 @@ internal sealed class CheckpointStore
         }
 
         TryDelete(doomed);
-    }
-
-    private static void TryDeleteFile(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
 
     private static void TryDelete(string path)

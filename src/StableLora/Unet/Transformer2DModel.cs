@@ -30,6 +30,8 @@ internal sealed class Transformer2DModel : nn.Module
 
     public Tensor Forward(Tensor hiddenStates, Tensor encoderHiddenStates, AttentionOptions options)
     {
+        // Temporaries are released on return; autograd keeps what it saved (as ResnetBlock2D and Attention do).
+        using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0], channels = hiddenStates.shape[1], height = hiddenStates.shape[2], width = hiddenStates.shape[3];
         var residual = hiddenStates;
         var hidden = norm.forward(hiddenStates);
@@ -45,7 +47,7 @@ internal sealed class Transformer2DModel : nn.Module
             hidden = ToMap(proj_out.forward(hidden), batch, channels, height, width);
         else
             hidden = proj_out.forward(ToMap(hidden, batch, channels, height, width));
-        return hidden.Plus(residual);
+        return hidden.Plus(residual).MoveToOuterDisposeScope();
     }
 
     private static Tensor ToTokens(Tensor map, long batch, long channels, long height, long width) =>

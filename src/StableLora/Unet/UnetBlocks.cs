@@ -154,24 +154,15 @@ internal sealed record UnetBlockSettings(
 /// <summary>The UNet's resnets and transformers, checkpointed when <see cref="AttentionOptions.GradientCheckpointing"/> asks (as diffusers does per block).</summary>
 internal static class Checkpointed
 {
-    // Each block runs in its own dispose scope: the wrappers of its temporaries are released when it returns, so native
-    // memory is held only by what autograd saved (as PyTorch's reference counting frees temporaries), not until the
-    // end of the training step. Under checkpointing, autograd saves only the block's inputs.
-    public static Tensor Resnet(ResnetBlock2D resnet, Tensor hidden, Tensor timeEmbedding, AttentionOptions options)
-    {
-        using var scope = NewDisposeScope();
-        var output = options.GradientCheckpointing
+    // The blocks release their own temporaries (each runs in a dispose scope); under checkpointing autograd saves
+    // only a block's inputs.
+    public static Tensor Resnet(ResnetBlock2D resnet, Tensor hidden, Tensor timeEmbedding, AttentionOptions options) =>
+        options.GradientCheckpointing
             ? GradientCheckpoint.Run(inputs => resnet.Forward(inputs[0], inputs[1]), new[] { hidden, timeEmbedding }, resnet)
             : resnet.Forward(hidden, timeEmbedding);
-        return output.MoveToOuterDisposeScope();
-    }
 
-    public static Tensor Transformer(Transformer2DModel transformer, Tensor hidden, Tensor encoderHiddenStates, AttentionOptions options)
-    {
-        using var scope = NewDisposeScope();
-        var output = options.GradientCheckpointing
+    public static Tensor Transformer(Transformer2DModel transformer, Tensor hidden, Tensor encoderHiddenStates, AttentionOptions options) =>
+        options.GradientCheckpointing
             ? GradientCheckpoint.Run(inputs => transformer.Forward(inputs[0], inputs[1], options), new[] { hidden, encoderHiddenStates }, transformer)
             : transformer.Forward(hidden, encoderHiddenStates, options);
-        return output.MoveToOuterDisposeScope();
-    }
 }

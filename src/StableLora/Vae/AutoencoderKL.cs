@@ -218,8 +218,7 @@ internal sealed class VaeMidBlock : nn.Module
     public Tensor Forward(Tensor hiddenStates)
     {
         var hidden = resnets[0].Forward(hiddenStates, null);
-        using (var scope = NewDisposeScope())
-            hidden = attentions[0].Forward(hidden).MoveToOuterDisposeScope();
+        hidden = attentions[0].Forward(hidden);
         return resnets[1].Forward(hidden, null);
     }
 }
