@@ -167,6 +167,9 @@ public sealed class LoraTrainingBuilder
     /// <param name="policy">Skip the step (default) or stop.</param>
     public LoraTrainingBuilder WithNonFiniteLossPolicy(NonFiniteLossPolicy policy) => Set(o => o with { OnNonFiniteLoss = policy });
 
+    /// <summary>Stop after this many skipped steps in a row (non-finite loss or gradients); 0: never (see <see cref="LoraTrainingOptions.MaxConsecutiveSkippedSteps"/>).</summary>
+    public LoraTrainingBuilder WithMaxConsecutiveSkippedSteps(int steps) => Set(o => o with { MaxConsecutiveSkippedSteps = steps });
+
     /// <summary>Render a validation prompt with the current LoRA every <paramref name="everySteps"/> steps.</summary>
     /// <param name="prompt">The prompt.</param>
     /// <param name="everySteps">Steps between renders; 0 renders at checkpoints.</param>

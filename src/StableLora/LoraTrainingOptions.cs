@@ -144,6 +144,14 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is <see cref="NonFiniteLossPolicy.SkipStep"/>.</value>
     public NonFiniteLossPolicy OnNonFiniteLoss { get; init; } = NonFiniteLossPolicy.SkipStep;
 
+    /// <summary>
+    /// With <see cref="NonFiniteLossPolicy.SkipStep"/>, training stops with <see cref="TrainingFailedException"/> after
+    /// this many skipped steps in a row (non-finite loss or gradients); 0: never. fp16 loss-scale overflows at a scale
+    /// above 1 (the scale searching down from 65536 at the start of a run) are normal and do not count.
+    /// </summary>
+    /// <value>The default value is <see cref="Defaults.MaxConsecutiveSkippedSteps"/>.</value>
+    public int MaxConsecutiveSkippedSteps { get; init; } = Defaults.MaxConsecutiveSkippedSteps;
+
     /// <summary>The defaults, for documentation and the CLI.</summary>
     public static class Defaults
     {
@@ -185,6 +193,9 @@ public sealed record LoraTrainingOptions
 
         /// <summary>Gradient clipping norm.</summary>
         public const double MaxGradNorm = 1.0;
+
+        /// <summary>Skipped steps in a row after which training stops.</summary>
+        public const int MaxConsecutiveSkippedSteps = 10;
     }
 
     /// <summary>Every problem with these options, each naming the option and value (empty when they are usable).</summary>
@@ -245,6 +256,7 @@ public sealed record LoraTrainingOptions
         Check(!GradientCheckpointing || LoraDropout == 0, nameof(GradientCheckpointing), GradientCheckpointing,
             "gradient checkpointing recomputes each block in backward and would draw different LoRA dropout masks there; set LoraDropout to 0");
         Check(Enum.IsDefined(OnNonFiniteLoss), nameof(OnNonFiniteLoss), OnNonFiniteLoss, "unknown value");
+        Check(MaxConsecutiveSkippedSteps >= 0, nameof(MaxConsecutiveSkippedSteps), MaxConsecutiveSkippedSteps, "must not be negative (0: never stop)");
         return errors;
     }
 

@@ -261,7 +261,7 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
     public StableDiffusionGenerator Build()
     {
-        var device = DeviceSpec.Resolve(_device);
+        var device = DeviceSpec.ResolveForCompute(_device, _logger);
         var dtype = _dtype switch
         {
             ModelDType.Float16 => ScalarType.Float16,

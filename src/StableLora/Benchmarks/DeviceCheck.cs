@@ -35,6 +35,7 @@ public static class DeviceCheck
     public static IReadOnlyList<DeviceCheckResult> Run(string device, IReadOnlyList<string> dtypes, int steps = 4)
     {
         var target = DeviceSpec.Resolve(device);
+        CpuKernels.EnsureChecked();
         var reference = Trace(CPU, ScalarType.Float32, steps);
         var results = new List<DeviceCheckResult>();
         foreach (string name in dtypes)

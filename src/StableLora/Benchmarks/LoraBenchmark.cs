@@ -27,6 +27,8 @@ public static class LoraBenchmark
     public static BenchmarkReport Run(BenchmarkOptions options, IProgress<string>? log = null)
     {
         var device = DeviceSpec.Resolve(options.Device);
+        if (device.type == DeviceType.CPU)
+            ReportKernels(CpuKernels.EnsureChecked(), log);
         if (device.type == DeviceType.CUDA)
         {
             backends.cuda.enable_flash_sdp(options.FlashAttention);
@@ -61,6 +63,12 @@ public static class LoraBenchmark
 
         string deviceName = device.type == DeviceType.CUDA ? $"{device} ({DeviceMemory.GpuName() ?? "CUDA"})" : "cpu";
         return new BenchmarkReport(DateTimeOffset.Now, MachineDescription(), deviceName, options.Architecture.ToString(), peak, peakSource, measurements);
+    }
+
+    private static void ReportKernels(CpuKernelReport report, IProgress<string>? log)
+    {
+        if (report.Fallback != CpuKernelFallback.None || report.Defects.Count > 0)
+            log?.Report($"CPU kernels on {report.Cpu}: {report.Defects.Count} wrong result(s); fallback {report.Fallback}; still wrong: {report.RemainingDefects.Count}");
     }
 
     private static void Record(List<BenchmarkMeasurement> measurements, IProgress<string>? log, string task, string dtype, int batch,

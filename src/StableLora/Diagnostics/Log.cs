@@ -23,6 +23,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 13, Level = LogLevel.Warning, Message = "Step {Step}: the loss is not finite for images {Images}; the update is skipped")]
     public static partial void NonFiniteLoss(ILogger logger, long step, string images);
 
+    [LoggerMessage(EventId = 23, Level = LogLevel.Warning, Message = "Step {Step}: a gradient is not finite for images {Images}; the update is skipped")]
+    public static partial void NonFiniteGradients(ILogger logger, long step, string images);
+
     [LoggerMessage(EventId = 14, Level = LogLevel.Information, Message = "Step {Step}: fp16 gradients overflowed; the update is skipped and the loss scale is now {Scale}")]
     public static partial void LossScaleOverflow(ILogger logger, long step, double scale);
 
@@ -102,4 +105,16 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 117, Level = LogLevel.Information, Message = "Wrote {Model} to {Path}")]
     public static partial void ModelExported(ILogger logger, string model, string path);
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Debug, Message = "libtorch's CPU kernels are right on {Cpu} (checked in {Milliseconds:F0} ms)")]
+    public static partial void CpuKernelsRight(ILogger logger, string cpu, double milliseconds);
+
+    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "libtorch computes wrong numbers on this CPU, {Cpu}: {Defects}. StableLora {Action}; the check now passes. See docs/troubleshooting.md")]
+    public static partial void CpuKernelsWrong(ILogger logger, string cpu, string defects, string action);
+
+    [LoggerMessage(EventId = 202, Level = LogLevel.Error, Message = "libtorch computes wrong numbers on this CPU, {Cpu}: {Defects}. StableLora {Action}, but results are still wrong: {Remaining}. See docs/troubleshooting.md")]
+    public static partial void CpuKernelsStillWrong(ILogger logger, string cpu, string defects, string action, string remaining);
+
+    [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "CPU kernel fallback forced: StableLora {Action}")]
+    public static partial void CpuKernelFallbackForced(ILogger logger, string action);
 }

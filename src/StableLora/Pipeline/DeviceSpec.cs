@@ -55,6 +55,18 @@ internal static class DeviceSpec
         return new Device(DeviceType.CUDA, parsed.Index);
     }
 
+    /// <summary>
+    /// <see cref="Resolve"/> for a device StableLora is about to compute on: on the CPU, the kernel guard
+    /// (<see cref="CpuKernels.EnsureChecked"/>) runs first, once per process.
+    /// </summary>
+    public static Device ResolveForCompute(string text, Microsoft.Extensions.Logging.ILogger logger)
+    {
+        var device = Resolve(text);
+        if (device.type == DeviceType.CPU)
+            CpuKernels.EnsureChecked(logger);
+        return device;
+    }
+
     /// <summary>Whether the device computes in bfloat16 (probed with a small matmul; old GPUs lack it).</summary>
     public static bool SupportsBFloat16(Device device)
     {

@@ -249,21 +249,51 @@ internal static class CosineWithWarmup
 /// <summary>torch.nn.utils.clip_grad_norm_ (L2): scales every gradient by max_norm / (total_norm + 1e-6) when total_norm exceeds max_norm.</summary>
 internal static class GradientClipping
 {
-    public static double ClipByTotalNorm(IEnumerable<Parameter> parameters, double maxNorm) =>
+    public static Tensor ClipByTotalNorm(IEnumerable<Parameter> parameters, double maxNorm) =>
         ClipByTotalNorm(parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList(), maxNorm);
 
-    /// <summary>Clips <paramref name="grads"/> in place (all of one device) and returns their total norm before clipping.</summary>
-    public static double ClipByTotalNorm(IReadOnlyList<Tensor> grads, double maxNorm)
+    /// <summary>
+    /// Clips <paramref name="grads"/> in place (all of one device) to a total norm of at most <paramref name="maxNorm"/>,
+    /// as <c>torch.nn.utils.clip_grad_norm_</c> does, without waiting for the device; returns the total norm before
+    /// clipping (a float32 tensor on the gradients' device).
+    /// </summary>
+    public static Tensor ClipByTotalNorm(IReadOnlyList<Tensor> grads, double maxNorm)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         if (grads.Count == 0)
-            return 0;
+            return zeros(1).MoveToOuterDisposeScope();
         var total = grads.Count == 1 ? grads[0].norm(2.0f) : stack(grads.Select(g => g.norm(2.0f)).ToList()).norm(2.0f);
         var coefficient = total.Plus(1e-6).Divides(maxNorm);
         var clamped = coefficient.ClampMax(1.0);
         foreach (var grad in grads)
             grad.mul_(clamped.to(grad.device));
-        return total.item<float>();
+        return total.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Finiteness checks of gradients and weights.</summary>
+internal static class GradientChecks
+{
+    /// <summary>A boolean tensor on the tensors' device: whether every element of every tensor is finite (no synchronisation).</summary>
+    public static Tensor AllFinite(IReadOnlyList<Tensor> tensors)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        if (tensors.Count == 0)
+            return tensor(true).MoveToOuterDisposeScope();
+        var flags = tensors.Select(t => t.isfinite().all()).ToList();
+        return (flags.Count == 1 ? flags[0] : stack(flags).all()).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The names of the tensors that hold a non-finite element (one synchronisation per device).</summary>
+    public static IReadOnlyList<string> NonFinite(IReadOnlyList<KeyValuePair<string, Tensor>> tensors)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        if (tensors.Count == 0)
+            return Array.Empty<string>();
+        var flags = stack(tensors.Select(t => t.Value.isfinite().all().cpu()).ToList()).data<bool>().ToArray();
+        return tensors.Where((_, i) => !flags[i]).Select(t => t.Key).ToList();
     }
 }

@@ -14,7 +14,12 @@ internal sealed record LoraStepSettings(double NoiseOffset, double? MinSnrGamma,
 internal enum UpdateOutcome
 {
     Applied,
+
+    /// <summary>fp16 gradients overflowed at the current loss scale (the scale was halved).</summary>
     SkippedOverflow,
+
+    /// <summary>A gradient is not finite without loss scaling: nothing was changed.</summary>
+    SkippedNonFiniteGradients,
 }
 
 /// <summary>
@@ -69,7 +74,11 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
         return loss.item<float>();
     }
 
-    /// <summary>Unscales and checks (fp16), clips and applies AdamW at <paramref name="learningRate"/>; gradients are cleared either way.</summary>
+    /// <summary>
+    /// Unscales and checks (fp16) or checks (fp32, bf16) that every gradient is finite, clips, and applies AdamW at
+    /// <paramref name="learningRate"/>; a step with a non-finite gradient changes no weight and no optimizer state.
+    /// Gradients are cleared either way. One host synchronisation without loss scaling.
+    /// </summary>
     public UpdateOutcome Update(double learningRate)
     {
         try
@@ -82,10 +91,19 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
                 scaler.Update(foundInfOrNaN: !finite);
                 if (!finite)
                     return UpdateOutcome.SkippedOverflow;
+                if (settings.MaxGradNorm > 0)
+                    GradientClipping.ClipByTotalNorm(gradients, settings.MaxGradNorm);
+            }
+            else
+            {
+                var finite = GradientChecks.AllFinite(gradients);
+                // Clipping before the check is read keeps one synchronisation; a non-finite step discards the clipped values.
+                if (settings.MaxGradNorm > 0)
+                    GradientClipping.ClipByTotalNorm(gradients, settings.MaxGradNorm);
+                if (!finite.item<bool>())
+                    return UpdateOutcome.SkippedNonFiniteGradients;
             }
 
-            if (settings.MaxGradNorm > 0)
-                GradientClipping.ClipByTotalNorm(gradients, settings.MaxGradNorm);
             optimizer.Step(learningRate, gradients);
             return UpdateOutcome.Applied;
         }

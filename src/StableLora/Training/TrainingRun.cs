@@ -59,7 +59,7 @@ internal sealed class TrainingRun
     private async Task<TrainingResult> RunCoreAsync(Action<long> reportStep, CancellationToken cancellationToken)
     {
         var options = _options;
-        var device = DeviceSpec.Resolve(options.Device);
+        var device = DeviceSpec.ResolveForCompute(options.Device, _logger);
         var (dtype, vaeDtype) = Precision(options, device);
         var dataset = _dataset ?? new SketchDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles);
         var usable = UsableImages(dataset);
@@ -115,6 +115,7 @@ internal sealed class TrainingRun
         long stepsThisRun = 0;
         string? lastCheckpoint = resume?.Directory;
         bool cancelled = false;
+        var skips = new ConsecutiveSkips(options.MaxConsecutiveSkippedSteps);
 
         while (state.Step < options.MaxSteps)
         {
@@ -127,6 +128,7 @@ internal sealed class TrainingRun
             var stepStart = clock.Elapsed;
             double stepLoss = 0;
             var nonFiniteImages = new List<string>();
+            var stepImages = new List<string>();
             double lossScale = scaler?.Scale ?? 1.0;
             for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
             {
@@ -139,6 +141,7 @@ internal sealed class TrainingRun
                     loss = step.ForwardBackward(moments, embeddings.For(batch.Captions), noiseGenerator, lossScale / options.GradientAccumulationSteps);
                 }
 
+                stepImages.AddRange(batch.Names);
                 if (!double.IsFinite(loss))
                     nonFiniteImages.AddRange(batch.Names);
                 stepLoss += loss / options.GradientAccumulationSteps;
@@ -148,23 +151,38 @@ internal sealed class TrainingRun
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
             double learningRate = options.LearningRate * CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
-            bool skipped = false;
+            bool skipped = true;
             if (nonFiniteImages.Count > 0)
             {
                 Log.NonFiniteLoss(_logger, state.Step + 1, string.Join(", ", nonFiniteImages));
                 step.Discard();
                 if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop)
-                    throw new TrainingFailedException(state.Step + 1, nonFiniteImages, "the loss is not finite");
-                skipped = true;
-            }
-            else if (step.Update(learningRate) == UpdateOutcome.SkippedOverflow)
-            {
-                Log.LossScaleOverflow(_logger, state.Step + 1, scaler!.Scale);
-                skipped = true;
+                    throw new TrainingFailedException(state.Step + 1, nonFiniteImages, "the loss is not finite", lastCheckpoint);
+                skips.Count(state.Step + 1, stepImages, "the loss is not finite", lastCheckpoint);
             }
             else
             {
-                state.SchedulerSteps++;
+                switch (step.Update(learningRate))
+                {
+                    case UpdateOutcome.Applied:
+                        skipped = false;
+                        skips.Reset();
+                        state.SchedulerSteps++;
+                        break;
+                    case UpdateOutcome.SkippedOverflow:
+                        Log.LossScaleOverflow(_logger, state.Step + 1, scaler!.Scale);
+                        // Overflows while the scale searches down from 65536 are normal; at a scale of 1 or less the
+                        // gradients overflow without scaling, which is a failure like any other.
+                        if (lossScale <= 1.0)
+                            skips.Count(state.Step + 1, stepImages, "the gradients are not finite even without loss scaling", lastCheckpoint);
+                        break;
+                    case UpdateOutcome.SkippedNonFiniteGradients:
+                        Log.NonFiniteGradients(_logger, state.Step + 1, string.Join(", ", stepImages));
+                        if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop)
+                            throw new TrainingFailedException(state.Step + 1, stepImages, "the gradients are not finite", lastCheckpoint);
+                        skips.Count(state.Step + 1, stepImages, "the gradients are not finite", lastCheckpoint);
+                        break;
+                }
             }
 
             state.Step++;
@@ -189,7 +207,10 @@ internal sealed class TrainingRun
             if (checkpointStep && state.Step < options.MaxSteps)
                 lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
             if (options.ValidationPrompt is not null && (options.ValidationEvery > 0 ? state.Step % options.ValidationEvery == 0 : checkpointStep || state.Step == options.MaxSteps))
+            {
+                EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the validation images were");
                 await ValidateAsync(model, network, state.Step).ConfigureAwait(false);
+            }
         }
 
         if (cancelled)
@@ -203,6 +224,7 @@ internal sealed class TrainingRun
         }
 
         _hooks.TrainingFinished?.Invoke(model);
+        EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the final LoRA files were");
         var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
         var result = new TrainingResult(weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
             clock.Elapsed, cancelled, lastCheckpoint);
@@ -286,6 +308,7 @@ internal sealed class TrainingRun
     private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
         RunState state, string? previousCheckpoint)
     {
+        EnsureFinite(network, optimizer, state.Step, previousCheckpoint, "the checkpoint was");
         string path;
         try
         {
@@ -324,6 +347,17 @@ internal sealed class TrainingRun
             network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
             optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state());
         return store.Save(checkpoint, _options.KeepLastCheckpoints);
+    }
+
+    /// <summary>Refuses to write anything from LoRA or optimizer tensors that hold NaN or infinity.</summary>
+    private static void EnsureFinite(LoraNetwork network, AdamWOptimizer optimizer, long step, string? lastCheckpoint, string what)
+    {
+        var tensors = network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter)).Concat(optimizer.StateTensors()).ToList();
+        var bad = GradientChecks.NonFinite(tensors);
+        if (bad.Count > 0)
+            throw new TrainingFailedException(step, Array.Empty<string>(),
+                $"{what} not written: {bad.Count} LoRA or optimizer tensor(s) hold NaN or infinity ({string.Join(", ", bad.Take(3))}{(bad.Count > 3 ? ", ..." : "")})",
+                lastCheckpoint);
     }
 
     private void CheckResumable(LoadedCheckpoint? resume)

@@ -89,6 +89,22 @@ internal sealed class ObserverSet(IReadOnlyList<ITrainingObserver> observers, IL
     }
 }
 
+/// <summary>Counts skipped steps in a row and stops training when there are too many.</summary>
+internal sealed class ConsecutiveSkips(int limit)
+{
+    public int Current { get; private set; }
+
+    public void Reset() => Current = 0;
+
+    /// <summary>Counts a skipped step; throws <see cref="TrainingFailedException"/> at the limit (0: no limit).</summary>
+    public void Count(long step, IReadOnlyList<string> images, string reason, string? lastCheckpoint)
+    {
+        Current++;
+        if (limit > 0 && Current >= limit)
+            throw new TrainingFailedException(step, images, $"{Current} steps in a row were skipped ({reason} at this one)", lastCheckpoint);
+    }
+}
+
 /// <summary>Images per second over a sliding window of recent steps, and the time left at that rate.</summary>
 internal sealed class Throughput
 {

@@ -26,6 +26,23 @@ internal static class TensorAssert
         }
     }
 
+    /// <summary>
+    /// Asserts max |actual - expected| &lt;= <paramref name="relative"/> x max |expected|: the error measured against the
+    /// tensor's scale. For sums of many terms (gradients of weights) an element that cancels to near zero carries the
+    /// rounding of its large terms, so an elementwise relative bound would measure the cancellation, not the error.
+    /// </summary>
+    public static void CloseToScale(torch.Tensor expected, torch.Tensor actual, double relative, string label = "tensor")
+    {
+        using var scope = torch.NewDisposeScope();
+        Assert.Equal(expected.shape, actual.shape);
+        var e = expected.detach().cpu().to(torch.float64);
+        var a = actual.detach().cpu().to(torch.float64);
+        double scale = e.abs().max().item<double>();
+        double worst = (a - e).abs().max().item<double>();
+        if (!(worst <= relative * scale))
+            throw new XunitException($"{label}: max |diff| {worst:G6} is {worst / scale:G3} of the largest magnitude {scale:G6} (allowed {relative:G3})");
+    }
+
     /// <summary>Max |actual - expected| (for tests that report a measured difference).</summary>
     public static double MaxAbsDiff(torch.Tensor expected, torch.Tensor actual)
     {
