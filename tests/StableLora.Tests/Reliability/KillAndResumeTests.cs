@@ -20,6 +20,13 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
 {
     private static bool LongRun => Environment.GetEnvironmentVariable("STABLELORA_LONG_FAULTS") == "1";
 
+    /// <summary>
+    /// How long a training process may go without writing a new checkpoint (it writes one every step) before it counts
+    /// as stuck. Waits are bounded by progress, not by total time, so a slow or busy machine only makes the test
+    /// longer, while a process that hangs still fails it.
+    /// </summary>
+    private static readonly TimeSpan StallLimit = TimeSpan.FromMinutes(4);
+
     private enum KillMoment
     {
         AnyTimeAfterStart,
@@ -69,7 +76,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         }
 
         long resumedFrom = LatestStep(killed);
-        RunToCompletion(Arguments(data, killed, maxSteps));
+        RunToCompletion(Arguments(data, killed, maxSteps), killed);
         AssertEveryCheckpointIsComplete(killed);
         Assert.Empty(Directory.EnumerateFileSystemEntries(killed, ".*"));
 
@@ -91,10 +98,10 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         "--device", "cpu", "--seed", "11", "--resume", "latest",
     ];
 
-    private static void RunToCompletion(string[] arguments)
+    private static void RunToCompletion(string[] arguments, string outputDirectory)
     {
         using var process = CliProcess.Start(arguments);
-        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(5)), "the training process did not finish in 5 minutes");
+        WaitWhileProgressing(process, outputDirectory, _ => { });
         Assert.True(process.ExitCode == 0, $"exit code {process.ExitCode}: {process.Output}");
     }
 
@@ -104,17 +111,34 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         using var process = CliProcess.Start(arguments);
         TimeSpan? firstCheckpoint = null;
-        while (!process.WaitForExit(TimeSpan.FromMilliseconds(5)))
-        {
-            if (firstCheckpoint is null && Directory.Exists(Path.Combine(outputDirectory, CheckpointStore.FolderPrefix + "1")))
-                firstCheckpoint = clock.Elapsed;
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(5), "the training process did not finish in 5 minutes");
-        }
-
+        WaitWhileProgressing(process, outputDirectory, step => firstCheckpoint ??= step >= 1 ? clock.Elapsed : null);
         var total = clock.Elapsed;
         Assert.True(process.ExitCode == 0, $"exit code {process.ExitCode}: {process.Output}");
         var startUp = firstCheckpoint ?? total;
         return (startUp, (total - startUp) / Math.Max(1, maxSteps - 1));
+    }
+
+    /// <summary>Waits for the process to exit, failing when it writes no new checkpoint for <see cref="StallLimit"/>.</summary>
+    private static void WaitWhileProgressing(CliProcess process, string outputDirectory, Action<long> onStep)
+    {
+        var sinceProgress = Stopwatch.StartNew();
+        long latest = -1;
+        while (!process.WaitForExit(TimeSpan.FromMilliseconds(5)))
+        {
+            long step = LatestStep(outputDirectory);
+            if (step != latest)
+            {
+                latest = step;
+                sinceProgress.Restart();
+                onStep(step);
+            }
+
+            if (sinceProgress.Elapsed > StallLimit)
+            {
+                process.Kill();
+                Assert.Fail($"the training process wrote no checkpoint for {StallLimit.TotalMinutes} minutes (latest step {latest}); it looks stuck: {process.Output}");
+            }
+        }
     }
 
     private static bool KillAfter(CliProcess process, TimeSpan delay)
@@ -125,14 +149,24 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         return true;
     }
 
-    /// <summary>Polls <paramref name="condition"/> every millisecond, then kills <paramref name="delay"/> after it holds.</summary>
+    /// <summary>
+    /// Polls <paramref name="condition"/> every millisecond, then kills <paramref name="delay"/> after it holds; false
+    /// when the process exits first. Every condition waited for comes with the next step, so a wait past
+    /// <see cref="StallLimit"/> means the process is stuck.
+    /// </summary>
     private static bool KillWhen(CliProcess process, Func<bool> condition, TimeSpan delay)
     {
         var limit = Stopwatch.StartNew();
         while (!condition())
         {
-            if (process.HasExited || limit.Elapsed > TimeSpan.FromMinutes(2))
+            if (process.HasExited)
                 return false;
+            if (limit.Elapsed > StallLimit)
+            {
+                process.Kill();
+                Assert.Fail($"the training process made no step for {StallLimit.TotalMinutes} minutes; it looks stuck: {process.Output}");
+            }
+
             Thread.Sleep(1);
         }
 
