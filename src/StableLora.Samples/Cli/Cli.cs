@@ -10,8 +10,16 @@ internal static class Cli
     public static async Task<int> MainAsync(string[] args)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Log progress details and show stack traces", Recursive = true };
+        var kernelCheck = new Option<CpuKernelCheck>("--cpu-kernel-check")
+        {
+            Description = "Check libtorch's CPU kernels before computing on the CPU and switch to a right path if one is wrong: on (default), off, fallback (switch without checking); "
+                + $"the {CpuKernels.EnvironmentVariable} environment variable overrides it",
+            Recursive = true,
+            DefaultValueFactory = _ => CpuKernelCheck.On,
+        };
         var root = new RootCommand("stablelora: train and use LoRA adapters for Stable Diffusion 1.5");
         root.Options.Add(verbose);
+        root.Options.Add(kernelCheck);
         root.Subcommands.Add(new TrainCommand().Build(verbose));
         root.Subcommands.Add(new GenerateCommand().Build(verbose));
         root.Subcommands.Add(new ConvertCommand().Build(verbose));
@@ -24,6 +32,7 @@ internal static class Cli
             return ExitCodes.BadArguments;
         }
 
+        CpuKernels.Mode = parsed.GetValue(kernelCheck);
         using var cancellation = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {

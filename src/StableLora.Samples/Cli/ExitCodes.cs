@@ -29,7 +29,7 @@ internal static class ExitCodes
             (TrainingFailed, "out of memory: try a smaller --batch-size or --resolution, or --mixed-precision bf16/fp16 on a GPU"),
         InvalidOperationException e when e.Message.Contains("CUDA", StringComparison.Ordinal) => (BadArguments, e.Message),
         System.Runtime.InteropServices.ExternalException e => (TrainingFailed, "libtorch: " + FirstLine(e.Message)),
-        _ => (Unexpected, $"{error.GetType().Name}: {FirstLine(error.Message)}"),
+        _ => (Unexpected, $"internal error: {FirstLine(error.Message)} (a bug in StableLora: rerun with --verbose for the details and report it)"),
     };
 
     private static string FirstLine(string text)

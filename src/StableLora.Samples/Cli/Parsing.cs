@@ -26,6 +26,13 @@ internal static class Parsing
         _ => throw new ArgumentException($"--mixed-precision {text}: expected no, fp16 or bf16"),
     };
 
+    public static NonFiniteLossPolicy NonFinitePolicy(string text) => text.ToLowerInvariant() switch
+    {
+        "skip" => NonFiniteLossPolicy.SkipStep,
+        "stop" => NonFiniteLossPolicy.Stop,
+        _ => throw new ArgumentException($"--on-non-finite {text}: expected skip or stop"),
+    };
+
     public static ModelDType DType(string text) => text.ToLowerInvariant() switch
     {
         "fp32" or "float32" => ModelDType.Float32,

@@ -36,6 +36,8 @@ internal sealed class TrainCommand
     private readonly Option<bool> _skipBadImages = Parsing.Option<bool>("--skip-bad-images", "Skip unreadable images with a warning");
     private readonly Option<bool> _cacheLatents = Parsing.Option<bool>("--cache-latents", "Encode each image once");
     private readonly Option<bool> _gradientCheckpointing = Parsing.Option<bool>("--gradient-checkpointing", "Recompute UNet activations in backward: less memory, about 30% more time");
+    private readonly Option<string?> _onNonFinite = Parsing.Option<string?>("--on-non-finite", "A step with a NaN or infinite loss or gradient: skip (default) or stop");
+    private readonly Option<int?> _maxSkippedSteps = Parsing.Option<int?>("--max-skipped-steps", "Stop after this many skipped steps in a row (default 10; 0 never)");
     private readonly Option<string?> _tensorBoard = Parsing.Option<string?>("--tensorboard", "Write TensorBoard scalars to this folder");
 
     public Command Build(Option<bool> verbose)
@@ -43,7 +45,7 @@ internal sealed class TrainCommand
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
         foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps, _rank, _alpha,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
-                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _tensorBoard }.Concat(_modelSource.Options))
+                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -108,6 +110,8 @@ internal sealed class TrainCommand
             CacheLatents = result.GetValue(_cacheLatents) || o.CacheLatents,
             GradientCheckpointing = result.GetValue(_gradientCheckpointing) || o.GradientCheckpointing,
             TensorBoardDirectory = GetText(_tensorBoard) ?? o.TensorBoardDirectory,
+            OnNonFiniteLoss = GetText(_onNonFinite) is { } policy ? Parsing.NonFinitePolicy(policy) : o.OnNonFiniteLoss,
+            MaxConsecutiveSkippedSteps = Get(_maxSkippedSteps) ?? o.MaxConsecutiveSkippedSteps,
         });
     }
 
