@@ -1,8 +1,8 @@
 namespace StableLora;
 
 /// <summary>Training facts written into a LoRA file's metadata (kohya's <c>ss_*</c> keys).</summary>
-/// <param name="OutputName">The name the LoRA is known by (kohya's <c>ss_output_name</c>).</param>
-/// <param name="BaseModel">The base model it was trained on (path, hub id or file name).</param>
+/// <param name="OutputName">The name the LoRA is known by (kohya's <c>ss_output_name</c>; AUTOMATIC1111 shows it as the alias).</param>
+/// <param name="BaseModel">The base model it was trained on; only its folder or file name (or a hub id) is written, never a local path.</param>
 /// <param name="TrainingSteps">Optimizer steps taken.</param>
 /// <param name="Resolution">Training image size in pixels.</param>
 /// <param name="LearningRate">The peak learning rate.</param>
@@ -15,4 +15,8 @@ public sealed record LoraExportMetadata(
     int? Resolution = null,
     double? LearningRate = null,
     int? ImageCount = null,
-    string BaseModelVersion = "sd_v1");
+    string BaseModelVersion = "sd_v1")
+{
+    /// <summary>Further <c>ss_*</c> keys, written as given (every value a string, as sd-scripts writes them).</summary>
+    public IReadOnlyDictionary<string, string> Extra { get; init; } = new Dictionary<string, string>();
+}

@@ -91,6 +91,37 @@ public sealed class LoraTrainingBuilder
     public LoraTrainingBuilder WithLoraTargets(LoraTargets targets, LoraAttentionKinds attentionKinds = LoraAttentionKinds.All, double dropout = 0) =>
         Set(o => o with { Targets = targets, AttentionKinds = attentionKinds, LoraDropout = dropout });
 
+    /// <summary>Which UNet layers the LoRA adapts: the seed's attention projections or kohya's Transformer2DModel layers.</summary>
+    /// <param name="preset">The preset.</param>
+    public LoraTrainingBuilder WithPreset(LoraPreset preset) => Set(o => o with { Preset = preset });
+
+    /// <summary>Adapts the UNet layers whose module paths match any of these globs instead of a preset's (see <see cref="LoraTrainingOptions.TargetPatterns"/>).</summary>
+    /// <param name="patterns">Module-path globs, e.g. <c>*.attn2.to_k</c>.</param>
+    public LoraTrainingBuilder WithTargetPatterns(params string[] patterns) => Set(o => o with { TargetPatterns = patterns.ToArray() });
+
+    /// <summary>LoCon: adapts the UNet's resnet, downsample and upsample convolutions too (kohya's <c>conv_dim</c> / <c>conv_alpha</c>).</summary>
+    /// <param name="rank">The rank of the 3x3 convolutions.</param>
+    /// <param name="alpha">Their alpha; null: the rank.</param>
+    public LoraTrainingBuilder WithConvRank(int rank, double? alpha = null) => Set(o => o with { ConvRank = rank, ConvAlpha = alpha });
+
+    /// <summary>Trains LoRA on the text encoder too, with its own rank, alpha and learning rate (kohya's <c>text_encoder_lr</c>).</summary>
+    /// <param name="rank">Its rank; null: the network rank.</param>
+    /// <param name="alpha">Its alpha; null: its rank.</param>
+    /// <param name="learningRate">Its peak learning rate; null: the run's learning rate.</param>
+    public LoraTrainingBuilder WithTextEncoderLora(int? rank = null, double? alpha = null, double? learningRate = null) =>
+        Set(o => o with { TrainTextEncoder = true, TextEncoderRank = rank, TextEncoderAlpha = alpha, TextEncoderLearningRate = learningRate });
+
+    /// <summary>The UNet LoRA's peak learning rate when it differs from the run's (kohya's <c>unet_lr</c>).</summary>
+    /// <param name="learningRate">The learning rate.</param>
+    public LoraTrainingBuilder WithUnetLearningRate(double learningRate) => Set(o => o with { UnetLearningRate = learningRate });
+
+    /// <summary>kohya's LoRA dropouts while training.</summary>
+    /// <param name="network">Dropout on the down projection's output (<c>network_dropout</c>).</param>
+    /// <param name="rank">Per-sample dropout of whole ranks (<c>rank_dropout</c>).</param>
+    /// <param name="module">Probability of skipping a whole module for a step (<c>module_dropout</c>).</param>
+    public LoraTrainingBuilder WithLoraDropouts(double network = 0, double rank = 0, double module = 0) =>
+        Set(o => o with { NetworkDropout = network, RankDropout = rank, ModuleDropout = module });
+
     /// <summary>The training image size (square, a multiple of 8).</summary>
     /// <param name="pixels">The side in pixels.</param>
     /// <param name="randomCrop">Crop at random positions instead of the centre.</param>

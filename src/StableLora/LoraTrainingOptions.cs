@@ -66,6 +66,52 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 0.</value>
     public double LoraDropout { get; init; }
 
+    /// <summary>Which UNet layers the LoRA adapts (when <see cref="TargetPatterns"/> is empty).</summary>
+    /// <value>The default value is <see cref="LoraPreset.Attention"/> (the seed's).</value>
+    public LoraPreset Preset { get; init; } = LoraPreset.Attention;
+
+    /// <summary>
+    /// UNet module-path globs that choose the adapted layers instead of <see cref="Preset"/>, e.g.
+    /// <c>*.attn2.to_k</c> or <c>up_blocks.*.attentions.*</c>: <c>*</c> matches any run of characters (dots included),
+    /// <c>?</c> one character; every Linear and Conv2d whose path (diffusers' state-dict name without <c>.weight</c>)
+    /// matches one is adapted. Empty: the preset decides.
+    /// </summary>
+    public IReadOnlyList<string> TargetPatterns { get; init; } = Array.Empty<string>();
+
+    /// <summary>
+    /// LoCon: also adapt the convolutions of the UNet's ResnetBlock2D, Downsample2D and Upsample2D blocks (kohya's
+    /// <c>conv_dim</c>); 3x3 convolutions get this rank, their 1x1 <c>conv_shortcut</c> and <c>time_emb_proj</c> the
+    /// network <see cref="Rank"/>. Null: no convolutions.
+    /// </summary>
+    public int? ConvRank { get; init; }
+
+    /// <summary>kohya's <c>conv_alpha</c>; null: the conv rank (scale 1). kohya's own default is 1.</summary>
+    public double? ConvAlpha { get; init; }
+
+    /// <summary>Also train LoRA on the text encoder's attention and MLP layers (72 modules on SD 1.5), as kohya does by default.</summary>
+    public bool TrainTextEncoder { get; init; }
+
+    /// <summary>The text encoder's LoRA rank; null: <see cref="Rank"/>.</summary>
+    public int? TextEncoderRank { get; init; }
+
+    /// <summary>The text encoder's LoRA alpha; null: its rank.</summary>
+    public double? TextEncoderAlpha { get; init; }
+
+    /// <summary>The text encoder LoRA's peak learning rate (kohya's <c>text_encoder_lr</c>); null: <see cref="LearningRate"/>.</summary>
+    public double? TextEncoderLearningRate { get; init; }
+
+    /// <summary>The UNet LoRA's peak learning rate (kohya's <c>unet_lr</c>); null: <see cref="LearningRate"/>.</summary>
+    public double? UnetLearningRate { get; init; }
+
+    /// <summary>Dropout on each LoRA's down-projection output while training (kohya's <c>network_dropout</c>).</summary>
+    public double NetworkDropout { get; init; }
+
+    /// <summary>Drops whole ranks per sample while training, scaling the rest up (kohya's <c>rank_dropout</c>).</summary>
+    public double RankDropout { get; init; }
+
+    /// <summary>Skips a whole LoRA module for a step with this probability while training (kohya's <c>module_dropout</c>).</summary>
+    public double ModuleDropout { get; init; }
+
     /// <summary>Write a checkpoint every this many steps (0: only at the end).</summary>
     /// <value>The default value is 500.</value>
     public int CheckpointEvery { get; init; } = Defaults.CheckpointEvery;
@@ -151,6 +197,26 @@ public sealed record LoraTrainingOptions
     /// </summary>
     /// <value>The default value is <see cref="Defaults.MaxConsecutiveSkippedSteps"/>.</value>
     public int MaxConsecutiveSkippedSteps { get; init; } = Defaults.MaxConsecutiveSkippedSteps;
+
+    /// <summary>The shape of the network these options train.</summary>
+    internal Lora.LoraNetworkOptions NetworkOptions() => new()
+    {
+        Preset = Preset,
+        TargetPatterns = TargetPatterns,
+        Rank = Rank,
+        Alpha = Alpha,
+        Targets = Targets,
+        AttentionKinds = AttentionKinds,
+        ConvRank = ConvRank,
+        ConvAlpha = ConvAlpha,
+        TextEncoder = TrainTextEncoder,
+        TextEncoderRank = TextEncoderRank,
+        TextEncoderAlpha = TextEncoderAlpha,
+        InputDropout = LoraDropout,
+        NetworkDropout = NetworkDropout,
+        RankDropout = RankDropout,
+        ModuleDropout = ModuleDropout,
+    };
 
     /// <summary>The defaults, for documentation and the CLI.</summary>
     public static class Defaults
@@ -243,6 +309,22 @@ public sealed record LoraTrainingOptions
         Check(Targets != LoraTargets.None && (Targets & ~LoraTargets.All) == 0, nameof(Targets), Targets, "choose at least one of Query, Key, Value, Output");
         Check(Enum.IsDefined(AttentionKinds), nameof(AttentionKinds), AttentionKinds, "unknown value");
         Check(LoraDropout is >= 0 and < 1, nameof(LoraDropout), LoraDropout, "must be in [0, 1)");
+        Check(Enum.IsDefined(Preset), nameof(Preset), Preset, "expected Attention or Kohya");
+        Check(TargetPatterns is not null && TargetPatterns.All(p => !string.IsNullOrWhiteSpace(p)), nameof(TargetPatterns), TargetPatterns is null ? null : string.Join(",", TargetPatterns),
+            "patterns must not be empty");
+        Check(ConvRank is null || ConvRank >= 1, nameof(ConvRank), ConvRank, "must be at least 1");
+        Check(ConvAlpha is null || (ConvAlpha > 0 && double.IsFinite(ConvAlpha.Value)), nameof(ConvAlpha), ConvAlpha, "must be a positive number");
+        Check(ConvAlpha is null || ConvRank is not null, nameof(ConvAlpha), ConvAlpha, "needs ConvRank");
+        Check(TextEncoderRank is null || TextEncoderRank >= 1, nameof(TextEncoderRank), TextEncoderRank, "must be at least 1");
+        Check(TextEncoderAlpha is null || (TextEncoderAlpha > 0 && double.IsFinite(TextEncoderAlpha.Value)), nameof(TextEncoderAlpha), TextEncoderAlpha, "must be a positive number");
+        Check(TextEncoderLearningRate is null || (TextEncoderLearningRate >= 0 && double.IsFinite(TextEncoderLearningRate.Value)), nameof(TextEncoderLearningRate), TextEncoderLearningRate,
+            "must be 0 or a positive number");
+        Check(UnetLearningRate is null || (UnetLearningRate >= 0 && double.IsFinite(UnetLearningRate.Value)), nameof(UnetLearningRate), UnetLearningRate, "must be 0 or a positive number");
+        Check((TextEncoderRank is null && TextEncoderAlpha is null && TextEncoderLearningRate is null) || TrainTextEncoder, nameof(TrainTextEncoder), TrainTextEncoder,
+            "text-encoder rank, alpha or learning rate given but TrainTextEncoder is off");
+        Check(NetworkDropout is >= 0 and < 1, nameof(NetworkDropout), NetworkDropout, "must be in [0, 1)");
+        Check(RankDropout is >= 0 and < 1, nameof(RankDropout), RankDropout, "must be in [0, 1)");
+        Check(ModuleDropout is >= 0 and < 1, nameof(ModuleDropout), ModuleDropout, "must be in [0, 1)");
         Check(CheckpointEvery >= 0, nameof(CheckpointEvery), CheckpointEvery, "must not be negative (0: only at the end)");
         Check(KeepLastCheckpoints is null || KeepLastCheckpoints >= 1, nameof(KeepLastCheckpoints), KeepLastCheckpoints, "must be at least 1");
         Check(Enum.IsDefined(MixedPrecision), nameof(MixedPrecision), MixedPrecision, "expected No, Fp16 or Bf16");
@@ -253,8 +335,8 @@ public sealed record LoraTrainingOptions
         Check(MinSnrGamma is null || MinSnrGamma > 0, nameof(MinSnrGamma), MinSnrGamma, "must be a positive number");
         Check(ValidationEvery >= 0, nameof(ValidationEvery), ValidationEvery, "must not be negative");
         Check(!CacheLatents || (!RandomCrop && !RandomFlip), nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped or flipped");
-        Check(!GradientCheckpointing || LoraDropout == 0, nameof(GradientCheckpointing), GradientCheckpointing,
-            "gradient checkpointing recomputes each block in backward and would draw different LoRA dropout masks there; set LoraDropout to 0");
+        Check(!GradientCheckpointing || (LoraDropout == 0 && NetworkDropout == 0 && RankDropout == 0 && ModuleDropout == 0), nameof(GradientCheckpointing), GradientCheckpointing,
+            "gradient checkpointing recomputes each block in backward and would draw different LoRA dropout masks there; set the LoRA dropouts to 0");
         Check(Enum.IsDefined(OnNonFiniteLoss), nameof(OnNonFiniteLoss), OnNonFiniteLoss, "unknown value");
         Check(MaxConsecutiveSkippedSteps >= 0, nameof(MaxConsecutiveSkippedSteps), MaxConsecutiveSkippedSteps, "must not be negative (0: never stop)");
         return errors;
@@ -295,9 +377,18 @@ public sealed class InvalidOptionsException : ArgumentException
     /// <summary>Creates the exception.</summary>
     /// <param name="errors">Every problem found.</param>
     public InvalidOptionsException(IReadOnlyList<OptionError> errors)
-        : base("Invalid training options: " + string.Join("; ", errors), errors.Count > 0 ? errors[0].Option : null)
+        : base("Invalid options: " + string.Join("; ", errors), errors.Count > 0 ? errors[0].Option : null)
     {
         Errors = errors;
+    }
+
+    /// <summary>Creates the exception for one problem.</summary>
+    /// <param name="option">The option at fault.</param>
+    /// <param name="value">Its value.</param>
+    /// <param name="message">Why it is not usable.</param>
+    public InvalidOptionsException(string option, object? value, string message)
+        : this(new[] { new OptionError(option, value is null ? null : Convert.ToString(value, CultureInfo.InvariantCulture), message) })
+    {
     }
 
     /// <summary>Every problem found.</summary>

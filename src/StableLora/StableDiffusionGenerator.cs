@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using StableLora.AttentionProcessors;
 using StableLora.Hub;
+using StableLora.Lora;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
 using static TorchSharp.torch;
@@ -17,7 +18,7 @@ namespace StableLora;
 /// <code>
 /// using var generator = StableDiffusionGenerator.FromPretrained("models/sd15")
 ///     .WithScheduler(SchedulerKind.DpmSolverMultistep)
-///     .WithLora("output/lora_weights.pt", 0.8)
+///     .WithLora("output/lora_kohya.safetensors", 0.8)
 ///     .Build();
 /// using var result = generator.Generate("a sketch of a lighthouse", new GenerationOptions { Steps = 20, Seed = 1234 });
 /// result.SaveAll("images");
@@ -27,14 +28,14 @@ public sealed class StableDiffusionGenerator : IDisposable
 {
     private readonly StableDiffusionModel _model;
     private readonly IScheduler _scheduler;
-    private readonly List<(LoraNetwork Network, LoraReference Reference)> _loras;
+    private readonly List<AttachedLora> _loras;
     private readonly VaeTiling? _tiling;
     private readonly ILogger _logger;
     private readonly bool _ownsModel;
     private readonly object _gate = new();
     private string? _modelHash;
 
-    internal StableDiffusionGenerator(StableDiffusionModel model, IScheduler scheduler, List<(LoraNetwork, LoraReference)> loras, VaeTiling? tiling,
+    internal StableDiffusionGenerator(StableDiffusionModel model, IScheduler scheduler, List<AttachedLora> loras, VaeTiling? tiling,
         ILogger logger, bool ownsModel)
     {
         _model = model;
@@ -69,9 +70,16 @@ public sealed class StableDiffusionGenerator : IDisposable
         options ??= new GenerationOptions();
         lock (_gate)
         {
+            // diffusers' cross_attention_kwargs["scale"] scales the UNet's and the text encoder's LoRA alike.
+            if (double.IsFinite(options.LoraScale))
+            {
+                foreach (var lora in _loras)
+                    lora.Network.SetMultipliers(lora.UnetWeight * options.LoraScale, lora.TextEncoderWeight * options.LoraScale);
+            }
+
             var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
             var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
-                width, height, _model.Name, ModelHash(), _loras.Select(l => l.Reference with { Weight = l.Reference.Weight * options.LoraScale }).ToList(),
+                width, height, _model.Name, ModelHash(), _loras.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
                 $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
             return new GenerationResult(images, seed, parameters);
         }
@@ -89,11 +97,8 @@ public sealed class StableDiffusionGenerator : IDisposable
     /// <summary>Releases the models (when this generator loaded them) and the LoRAs.</summary>
     public void Dispose()
     {
-        foreach (var (network, _) in _loras)
-        {
-            network.Detach(_model.Unet);
-            network.Dispose();
-        }
+        foreach (var lora in _loras)
+            lora.Network.Dispose();
 
         _scheduler.Dispose();
         if (_ownsModel)
@@ -141,7 +146,8 @@ public sealed class StableDiffusionGenerator : IDisposable
 public sealed class StableDiffusionGeneratorBuilder
 {
     private readonly string _model;
-    private readonly List<(string? Path, LoraWeights? Weights, double Weight)> _loras = new();
+    private readonly List<(string? Path, LoraWeights? Weights, double UnetWeight, double? TextEncoderWeight)> _loras = new();
+    private UnmatchedLoraKeys _unmatchedLoraKeys = UnmatchedLoraKeys.Error;
     private SchedulerKind? _scheduler;
     private bool _karras;
     private string _device = "auto";
@@ -197,21 +203,36 @@ public sealed class StableDiffusionGeneratorBuilder
         return this;
     }
 
-    /// <summary>Adds a LoRA file (any supported format) with a weight; may be called several times.</summary>
+    /// <summary>
+    /// Adds a LoRA file (any supported format: kohya, LyCORIS LoHa/LoKr, PEFT, the seed's) with its weights; may be
+    /// called several times, each LoRA with its own weights (ComfyUI's <c>strength_model</c> / <c>strength_clip</c>).
+    /// </summary>
     /// <param name="path">The LoRA file.</param>
-    /// <param name="weight">Its weight (1 = as trained).</param>
-    public StableDiffusionGeneratorBuilder WithLora(string path, double weight = 1.0)
+    /// <param name="weight">The UNet's weight (1 = as trained).</param>
+    /// <param name="textEncoderWeight">The text encoder's weight; null: the same as <paramref name="weight"/>.</param>
+    public StableDiffusionGeneratorBuilder WithLora(string path, double weight = 1.0, double? textEncoderWeight = null)
     {
-        _loras.Add((path ?? throw new ArgumentNullException(nameof(path)), null, weight));
+        _loras.Add((path ?? throw new ArgumentNullException(nameof(path)), null, weight, textEncoderWeight));
         return this;
     }
 
-    /// <summary>Adds a LoRA already in memory with a weight.</summary>
+    /// <summary>Adds a LoRA already in memory with its weights.</summary>
     /// <param name="lora">The LoRA (not disposed by the generator).</param>
-    /// <param name="weight">Its weight.</param>
-    public StableDiffusionGeneratorBuilder WithLora(LoraWeights lora, double weight = 1.0)
+    /// <param name="weight">The UNet's weight.</param>
+    /// <param name="textEncoderWeight">The text encoder's weight; null: the same as <paramref name="weight"/>.</param>
+    public StableDiffusionGeneratorBuilder WithLora(LoraWeights lora, double weight = 1.0, double? textEncoderWeight = null)
     {
-        _loras.Add((null, lora ?? throw new ArgumentNullException(nameof(lora)), weight));
+        _loras.Add((null, lora ?? throw new ArgumentNullException(nameof(lora)), weight, textEncoderWeight));
+        return this;
+    }
+
+    /// <summary>
+    /// Skip a LoRA's modules that match no layer of the model, with one warning that names and counts them, instead of
+    /// refusing the file (ComfyUI loads such files and logs each key as "lora key not loaded").
+    /// </summary>
+    public StableDiffusionGeneratorBuilder SkipUnmatchedLoraKeys()
+    {
+        _unmatchedLoraKeys = UnmatchedLoraKeys.Skip;
         return this;
     }
 
@@ -291,22 +312,26 @@ public sealed class StableDiffusionGeneratorBuilder
         var scheduler = _scheduler is { } kind ? SchedulerFactory.Create(kind, config) : SchedulerFactory.Create(config);
         if (_slicing)
         {
-            foreach (var (_, attention) in model.Unet.AttentionModules())
+            foreach (var attention in model.Unet.modules().OfType<AttentionProcessors.Attention>())
                 attention.SliceSize = _sliceSize ?? Math.Max(1, (int)attention.Shape.Heads / 2);
         }
 
-        var loras = new List<(LoraNetwork, LoraReference)>();
+        var loras = new List<AttachedLora>();
         try
         {
-            foreach (var (path, weights, weight) in _loras)
+            var models = new AdaptableModels(model.Unet, model.TextEncoder);
+            foreach (var (path, weights, unetWeight, textEncoderWeight) in _loras)
             {
+                if (!double.IsFinite(unetWeight) || textEncoderWeight is { } te && !double.IsFinite(te))
+                    throw new InvalidOptionsException("lora weight", path, "a LoRA's weights must be finite numbers");
                 var lora = weights ?? LoraWeights.Load(path!);
                 try
                 {
-                    var network = lora.CreateNetwork(model.Unet);
-                    network.Attach(model.Unet, weight);
+                    var network = lora.CreateNetwork(models, _unmatchedLoraKeys, _logger, new Layers.TensorSpec(model.Unet.Spec.Device, ScalarType.Float32));
+                    network.SetMultipliers(unetWeight, textEncoderWeight ?? unetWeight);
+                    network.Attach();
                     string name = path is null ? "lora" : Path.GetFileNameWithoutExtension(path);
-                    loras.Add((network, new LoraReference(name, weight, path is null ? null : LoraHash(path))));
+                    loras.Add(new AttachedLora(network, new LoraReference(name, unetWeight, path is null ? null : LoraHash(path)), unetWeight, textEncoderWeight ?? unetWeight));
                 }
                 finally
                 {
@@ -317,12 +342,8 @@ public sealed class StableDiffusionGeneratorBuilder
         }
         catch
         {
-            foreach (var (network, _) in loras)
-            {
-                network.Detach(model.Unet);
-                network.Dispose();
-            }
-
+            foreach (var lora in loras)
+                lora.Network.Dispose();
             scheduler.Dispose();
             throw;
         }
@@ -344,3 +365,6 @@ public sealed class StableDiffusionGeneratorBuilder
         return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant()[..12];
     }
 }
+
+/// <summary>A LoRA attached to a generator's models, with the weights it was added with.</summary>
+internal sealed record AttachedLora(LoraNetwork Network, LoraReference Reference, double UnetWeight, double TextEncoderWeight);

@@ -29,8 +29,11 @@ public readonly record struct TrainingProgress(
     double LossScale);
 
 /// <summary>What a finished (or cancelled) training run produced.</summary>
-/// <param name="WeightsPath">The LoRA in the seed's format (<c>output/lora_weights.pt</c>).</param>
-/// <param name="KohyaWeightsPath">The same LoRA as a kohya/AUTOMATIC1111 <c>.safetensors</c> beside it.</param>
+/// <param name="LoraPath">The main LoRA file: <see cref="WeightsPath"/> when the seed's format can hold the network (the
+/// <see cref="LoraPreset.Attention"/> preset), else <see cref="KohyaWeightsPath"/>.</param>
+/// <param name="WeightsPath">The LoRA in the seed's format (<c>output/lora_weights.pt</c>), or null when that format cannot
+/// hold it (layers outside the UNet's attention projections, or the text encoder).</param>
+/// <param name="KohyaWeightsPath">The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).</param>
 /// <param name="StepsCompleted">Optimizer steps done, including those of a run this one resumed.</param>
 /// <param name="FinalLoss">The last step's loss.</param>
 /// <param name="AverageLoss">The mean loss over the steps of this run.</param>
@@ -38,7 +41,8 @@ public readonly record struct TrainingProgress(
 /// <param name="Cancelled">True when the run stopped early because it was cancelled (a checkpoint was saved first).</param>
 /// <param name="LastCheckpointPath">The newest checkpoint folder, or null when none was written.</param>
 public sealed record TrainingResult(
-    string WeightsPath,
+    string LoraPath,
+    string? WeightsPath,
     string KohyaWeightsPath,
     long StepsCompleted,
     double FinalLoss,

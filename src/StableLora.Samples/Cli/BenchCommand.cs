@@ -25,12 +25,15 @@ internal sealed class BenchCommand
     private readonly Option<bool> _plainOptimizer = new("--per-parameter-adamw") { Description = "Update each LoRA parameter separately instead of as one flat buffer, to measure what that brings" };
     private readonly Option<double?> _peak = new("--peak-tflops") { Description = "The device's peak TFLOP/s for the efficiency column (default: measured with a matmul)" };
     private readonly Option<string?> _check = new("--check") { Description = "First compare a few tiny training steps on the device in these precisions (comma list) with float32 on the CPU; exit 1 if they differ" };
+    private readonly Option<string?> _targets = Parsing.Option<string?>("--targets", "The measured LoRA's UNet layers: attention (default) or kohya");
+    private readonly Option<int?> _convRank = Parsing.Option<int?>("--conv-rank", "LoCon: also adapt the convolutions, 3x3 ones at this rank");
+    private readonly Option<bool> _trainTextEncoder = Parsing.Option<bool>("--train-text-encoder", "The measured LoRA adapts the text encoder too");
     private readonly Option<string?> _json = new("--json") { Description = "Write the report as JSON to this file" };
 
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("bench", "Measure the training step, generation and the VAE on random-weight models");
-        foreach (var option in new Option[] { _arch, _device, _dtypes, _batchSizes, _resolution, _modes, _warmup, _iters, _generation, _generationSteps, _vae, _noFlash, _plainOptimizer, _peak, _check, _json })
+        foreach (var option in new Option[] { _arch, _device, _dtypes, _batchSizes, _resolution, _modes, _warmup, _iters, _generation, _generationSteps, _vae, _noFlash, _plainOptimizer, _targets, _convRank, _trainTextEncoder, _peak, _check, _json })
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => Task.FromResult(Run(result))));
         return command;
@@ -62,6 +65,11 @@ internal sealed class BenchCommand
             FlashAttention = !result.GetValue(_noFlash),
             FlatOptimizer = !result.GetValue(_plainOptimizer),
             PeakTflops = result.GetValue(_peak),
+            Preset = result.GetValue(_targets) is { } targets ? Parsing.Targets(targets) is var (preset, patterns) && patterns.Length == 0
+                ? preset
+                : throw new ArgumentException("--targets for bench: attention or kohya") : LoraPreset.Attention,
+            ConvRank = result.GetValue(_convRank),
+            TrainTextEncoder = result.GetValue(_trainTextEncoder),
         };
         var progress = new ConsoleLines("[bench] ");
         var report = LoraBenchmark.Run(options, progress);

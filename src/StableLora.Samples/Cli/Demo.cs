@@ -56,7 +56,7 @@ internal static class Demo
             return ExitCodes.Cancelled;
         }
 
-        string after = Render(model, result.WeightsPath, Path.Combine(samples, "after"), logger);
+        string after = Render(model, result.LoraPath, Path.Combine(samples, "after"), logger);
         string plot = Path.Combine(output, "loss.png");
         LossPlot.Save(plot, losses);
 
@@ -64,8 +64,9 @@ internal static class Demo
         double first = losses.Take(window).Average(l => l.Loss), last = losses.TakeLast(window).Average(l => l.Loss);
         Console.WriteLine();
         Console.WriteLine($"Trained {result.StepsCompleted} steps in {result.Elapsed.TotalSeconds:F0} s: mean loss {first:F3} over the first {window} steps, {last:F3} over the last {window} ({(1 - last / first) * 100:F0}% lower).");
-        Console.WriteLine($"  LoRA:        {result.WeightsPath} (the seed's format; torch.load reads it)");
-        Console.WriteLine($"               {result.KohyaWeightsPath} (AUTOMATIC1111 / ComfyUI)");
+        if (result.WeightsPath is not null)
+            Console.WriteLine($"  LoRA:        {result.WeightsPath} (the seed's format; torch.load reads it)");
+        Console.WriteLine($"{(result.WeightsPath is null ? "  LoRA:        " : "               ")}{result.KohyaWeightsPath} (AUTOMATIC1111 / ComfyUI)");
         Console.WriteLine($"  checkpoints: {Path.Combine(output, "checkpoint-step-*")}");
         Console.WriteLine($"  images:      {before} (before), {after} (after)");
         Console.WriteLine($"  loss curve:  {plot}");

@@ -11,7 +11,8 @@ internal sealed class GenerateCommand
     private readonly ModelSourceFlags _modelSource = new();
     private readonly Option<string> _prompt = new("--prompt") { Description = "What to draw", DefaultValueFactory = _ => "" };
     private readonly Option<string?> _negative = Parsing.Option<string?>("--negative-prompt", "What not to draw");
-    private readonly Option<string[]> _lora = new("--lora") { Description = "LoRA file, optionally :SCALE (repeatable)", AllowMultipleArgumentsPerToken = false };
+    private readonly Option<string[]> _lora = new("--lora") { Description = "LoRA file, optionally :WEIGHT or :UNET_WEIGHT:TEXT_ENCODER_WEIGHT (repeatable)", AllowMultipleArgumentsPerToken = false };
+    private readonly Option<bool> _skipUnmatched = Parsing.Option<bool>("--skip-unmatched-lora-keys", "Load a LoRA whose modules do not all match the model, warning about the others");
     private readonly Option<string> _scheduler = new("--scheduler") { Description = "pndm, ddim, ddpm, euler, euler-a or dpmpp-2m (default: the model's)", DefaultValueFactory = _ => "" };
     private readonly Option<bool> _karras = Parsing.Option<bool>("--karras", "Karras sigmas (euler, dpmpp-2m)");
     private readonly Option<int> _steps = new("--steps") { Description = "Denoising steps", DefaultValueFactory = _ => 25 };
@@ -29,7 +30,7 @@ internal sealed class GenerateCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("generate", "Generate images, optionally with LoRAs");
-        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing }.Concat(_modelSource.Options))
+        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _skipUnmatched, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -48,9 +49,12 @@ internal sealed class GenerateCommand
             builder.WithScheduler(SchedulerKindNames.Parse(scheduler), result.GetValue(_karras));
         foreach (var spec in result.GetValue(_lora) ?? Array.Empty<string>())
         {
-            var (path, scale) = Parsing.LoraSpec(spec);
-            builder.WithLora(path, scale);
+            var (path, unet, textEncoder) = Parsing.LoraSpec(spec);
+            builder.WithLora(path, unet, textEncoder);
         }
+
+        if (result.GetValue(_skipUnmatched))
+            builder.SkipUnmatchedLoraKeys();
 
         if (result.GetValue(_tiling))
             builder.WithVaeTiling();

@@ -10,13 +10,36 @@ internal static class Parsing
         new(name, aliases) { Description = description };
 
     /// <summary>Parses <c>FILE[:SCALE]</c>; the scale is taken only when what follows the last ':' is a number (paths may hold ':').</summary>
-    public static (string Path, double Scale) LoraSpec(string text)
+    /// <summary><c>FILE</c>, <c>FILE:UNET</c> or <c>FILE:UNET:TE</c> (a path may itself hold colons: only trailing numbers are weights).</summary>
+    public static (string Path, double Unet, double? TextEncoder) LoraSpec(string text)
     {
-        int colon = text.LastIndexOf(':');
-        if (colon > 0 && double.TryParse(text.AsSpan(colon + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out double scale))
-            return (text[..colon], scale);
-        return (text, 1.0);
+        var weights = new List<double>();
+        string path = text;
+        while (weights.Count < 2)
+        {
+            int colon = path.LastIndexOf(':');
+            if (colon <= 0 || !double.TryParse(path.AsSpan(colon + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out double weight))
+                break;
+            weights.Insert(0, weight);
+            path = path[..colon];
+        }
+
+        return weights.Count switch
+        {
+            0 => (text, 1.0, null),
+            1 => (path, weights[0], null),
+            _ => (path, weights[0], weights[1]),
+        };
     }
+
+    /// <summary><c>--targets</c>: <c>attention</c>, <c>kohya</c>, or comma-separated module-path globs.</summary>
+    public static (LoraPreset Preset, string[] Patterns) Targets(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "attention" => (LoraPreset.Attention, Array.Empty<string>()),
+        "kohya" => (LoraPreset.Kohya, Array.Empty<string>()),
+        "" => throw new ArgumentException("--targets: expected attention, kohya or module-path patterns"),
+        _ => (LoraPreset.Attention, text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)),
+    };
 
     public static MixedPrecision Precision(string text) => text.ToLowerInvariant() switch
     {

@@ -19,6 +19,12 @@ internal sealed class TrainCommand
     private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the cosine schedule (default 100)");
     private readonly Option<int?> _rank = Parsing.Option<int?>("--rank", "LoRA rank (default 4)");
     private readonly Option<double?> _alpha = Parsing.Option<double?>("--alpha", "LoRA alpha (default: the rank)");
+    private readonly Option<string?> _targets = Parsing.Option<string?>("--targets", "Adapted UNet layers: attention (default, the seed's), kohya (every Transformer2DModel layer) or comma-separated module-path globs");
+    private readonly Option<int?> _convRank = Parsing.Option<int?>("--conv-rank", "LoCon: also adapt the resnet/down/upsample convolutions, 3x3 ones at this rank");
+    private readonly Option<double?> _convAlpha = Parsing.Option<double?>("--conv-alpha", "Alpha of the 3x3 convolutions (default: the conv rank)");
+    private readonly Option<bool> _trainTextEncoder = Parsing.Option<bool>("--train-text-encoder", "Train LoRA on the text encoder too");
+    private readonly Option<double?> _textEncoderLearningRate = Parsing.Option<double?>("--text-encoder-lr", "Text encoder LoRA learning rate (default: --lr)");
+    private readonly Option<double?> _unetLearningRate = Parsing.Option<double?>("--unet-lr", "UNet LoRA learning rate (default: --lr)");
     private readonly Option<int?> _checkpointEvery = Parsing.Option<int?>("--checkpoint-every", "Steps between checkpoints (default 500; 0 only at the end)");
     private readonly Option<int?> _keepCheckpoints = Parsing.Option<int?>("--keep-checkpoints", "Keep only the newest N checkpoints");
     private readonly Option<string?> _mixedPrecision = Parsing.Option<string?>("--mixed-precision", "no, fp16 or bf16 (default no)");
@@ -44,6 +50,7 @@ internal sealed class TrainCommand
     {
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
         foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps, _rank, _alpha,
+                     _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
                      _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard }.Concat(_modelSource.Options))
             command.Options.Add(option);
@@ -68,8 +75,9 @@ internal sealed class TrainCommand
         Console.WriteLine(training.Cancelled
             ? $"Cancelled after step {training.StepsCompleted}; resume with: stablelora train ... --resume latest ({training.LastCheckpointPath})"
             : $"Trained {training.StepsCompleted} steps in {training.Elapsed:hh\\:mm\\:ss}; final loss {training.FinalLoss:F4}");
-        Console.WriteLine($"LoRA: {training.WeightsPath}");
-        Console.WriteLine($"      {training.KohyaWeightsPath} (AUTOMATIC1111 / ComfyUI)");
+        if (training.WeightsPath is not null)
+            Console.WriteLine($"LoRA: {training.WeightsPath} (the seed's format; torch.load reads it)");
+        Console.WriteLine($"{(training.WeightsPath is null ? "LoRA: " : "      ")}{training.KohyaWeightsPath} (kohya: AUTOMATIC1111 / ComfyUI / sd-scripts)");
         return training.Cancelled ? ExitCodes.Cancelled : ExitCodes.Success;
 
         LoraTrainingBuilder Apply(LoraTrainingBuilder b) => ApplyOptions(b, result);
@@ -80,6 +88,8 @@ internal sealed class TrainCommand
     {
         T? Get<T>(Option<T?> option) where T : struct => result.GetValue(option);
         string? GetText(Option<string?> option) => result.GetValue(option);
+        var targets = GetText(_targets) is { } targetText ? Parsing.Targets(targetText) : ((LoraPreset, string[])?)null;
+        bool textEncoder = result.GetValue(_trainTextEncoder);
 
         return builder.WithOptions(o => o with
         {
@@ -92,6 +102,13 @@ internal sealed class TrainCommand
             WarmupSteps = Get(_warmupSteps) ?? Math.Min(o.WarmupSteps, Get(_maxSteps) ?? o.MaxSteps),
             Rank = Get(_rank) ?? o.Rank,
             Alpha = Get(_alpha) ?? o.Alpha,
+            Preset = targets?.Item1 ?? o.Preset,
+            TargetPatterns = targets?.Item2 ?? o.TargetPatterns,
+            ConvRank = Get(_convRank) ?? o.ConvRank,
+            ConvAlpha = Get(_convAlpha) ?? o.ConvAlpha,
+            TrainTextEncoder = textEncoder || o.TrainTextEncoder,
+            TextEncoderLearningRate = Get(_textEncoderLearningRate) ?? o.TextEncoderLearningRate,
+            UnetLearningRate = Get(_unetLearningRate) ?? o.UnetLearningRate,
             CheckpointEvery = Get(_checkpointEvery) ?? o.CheckpointEvery,
             KeepLastCheckpoints = Get(_keepCheckpoints) ?? o.KeepLastCheckpoints,
             MixedPrecision = GetText(_mixedPrecision) is { } precision ? Parsing.Precision(precision) : o.MixedPrecision,

@@ -33,7 +33,7 @@ internal sealed class Attention : nn.Module
 
     public AttentionShape Shape { get; }
 
-    /// <summary>How attention is computed; replaced to inject LoRA or other behaviour.</summary>
+    /// <summary>How attention is computed.</summary>
     public IAttentionProcessor Processor { get; set; }
 
     /// <summary>When set, attention is computed over this many (batch x head) slices at a time to save memory.</summary>
@@ -84,9 +84,8 @@ internal sealed record AttentionShape(
 }
 
 /// <summary>Per-call settings of the attention processors (diffusers' <c>cross_attention_kwargs</c>).</summary>
-/// <param name="LoraScale">Multiplies every LoRA contribution (diffusers' <c>scale</c>).</param>
 /// <param name="GradientCheckpointing">Whether the UNet's blocks run checkpointed (set by the UNet in training).</param>
-internal sealed record AttentionOptions(double LoraScale = 1.0, bool GradientCheckpointing = false)
+internal sealed record AttentionOptions(bool GradientCheckpointing = false)
 {
     public static AttentionOptions Default { get; } = new();
 }

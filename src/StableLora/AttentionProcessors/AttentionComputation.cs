@@ -10,8 +10,7 @@ namespace StableLora.AttentionProcessors;
 /// </summary>
 internal static class AttentionComputation
 {
-    public static Tensor Run(Attention attention, Tensor hiddenStates, Tensor? encoderHiddenStates, AttentionOptions options,
-        IAttentionProjections projections)
+    public static Tensor Run(Attention attention, Tensor hiddenStates, Tensor? encoderHiddenStates)
     {
         var shape = attention.Shape;
         var residual = hiddenStates;
@@ -29,9 +28,9 @@ internal static class AttentionComputation
             tokens = norm.forward(tokens.transpose(1, 2)).transpose(1, 2);
 
         var context = encoderHiddenStates ?? tokens;
-        var query = SplitHeads(projections.Query(attention, tokens, options), batch, shape);
-        var key = SplitHeads(projections.Key(attention, context, options), batch, shape);
-        var value = SplitHeads(projections.Value(attention, context, options), batch, shape);
+        var query = SplitHeads(attention.ToQ.forward(tokens), batch, shape);
+        var key = SplitHeads(attention.ToK.forward(context), batch, shape);
+        var value = SplitHeads(attention.ToV.forward(context), batch, shape);
 
         var outputDType = query.dtype;
         if (shape.UpcastAttention && query.dtype is ScalarType.Float16 or ScalarType.BFloat16)
@@ -44,7 +43,7 @@ internal static class AttentionComputation
         FlopCounter.Add(4 * query.shape[0] * query.shape[1] * query.shape[2] * key.shape[2] * query.shape[3]);
         var attended = attention.SliceSize is { } slice ? SlicedAttention(query, key, value, slice) : nn.functional.scaled_dot_product_attention(query, key, value);
         var merged = attended.transpose(1, 2).reshape(batch, -1, shape.Heads * shape.HeadDim).to(outputDType);
-        var output = projections.Output(attention, merged, options);
+        var output = attention.ToOut.forward(merged);
 
         if (spatial)
             output = output.transpose(-1, -2).reshape(batch, channels, height, width);

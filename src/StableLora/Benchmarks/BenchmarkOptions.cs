@@ -63,6 +63,15 @@ public sealed record BenchmarkOptions
     /// <summary>Update the LoRA parameters as one flat buffer (the default; off measures the per-parameter update).</summary>
     public bool FlatOptimizer { get; init; } = true;
 
+    /// <summary>Which UNet layers the measured LoRA adapts.</summary>
+    public LoraPreset Preset { get; init; } = LoraPreset.Attention;
+
+    /// <summary>LoCon: the rank of the measured LoRA's 3x3 convolutions (null: no convolutions).</summary>
+    public int? ConvRank { get; init; }
+
+    /// <summary>Whether the measured LoRA adapts the text encoder too (its forward then runs with gradients every step).</summary>
+    public bool TrainTextEncoder { get; init; }
+
     /// <summary>Peak TFLOP/s of the device for the efficiency column; null measures a large float32 matmul (CPU) instead.</summary>
     public double? PeakTflops { get; init; }
 }

@@ -114,8 +114,8 @@ public static class DeviceCheck
         }
 
         using var loraGenerator = new Generator(1234, CPU);
-        using var network = LoraNetwork.Create(models.Unet, new LoraNetworkOptions(Rank: 4), loraGenerator, new TensorSpec(device, ScalarType.Float32));
-        network.Attach(models.Unet);
+        using var network = Lora.LoraNetwork.Create(new Lora.AdaptableModels(models.Unet, null), new Lora.LoraNetworkOptions { Rank = 4 }, loraGenerator, new TensorSpec(device, ScalarType.Float32));
+        network.Attach();
         models.Unet.train();
         var parameters = network.NamedParameters().ToList();
         using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
@@ -138,7 +138,7 @@ public static class DeviceCheck
             step.Update(1e-3);
         }
 
-        network.Detach(models.Unet);
+        network.Detach();
         return new StepTrace(unetOutput, losses, gradients!);
     }
 

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging.Abstractions;
 using StableLora.AttentionProcessors;
 using StableLora.Layers;
+using StableLora.Lora;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
 using StableLora.TextEncoder;
@@ -99,8 +100,9 @@ public static class LoraBenchmark
             throw new ArgumentException($"unknown mode '{mode}' (expected unet, full, unet+gc or full+gc)");
         var device = models.Device;
         using var generator = new Generator(1234, CPU);
-        using var network = LoraNetwork.Create(models.Unet, new LoraNetworkOptions(Rank: 4), generator);
-        network.Attach(models.Unet);
+        var networkOptions = new LoraNetworkOptions { Preset = options.Preset, Rank = 4, ConvRank = options.ConvRank, TextEncoder = options.TrainTextEncoder };
+        using var network = LoraNetwork.Create(new AdaptableModels(models.Unet, options.TrainTextEncoder ? models.TextEncoder : null), networkOptions, generator);
+        network.Attach();
         models.Unet.train();
         models.Unet.GradientCheckpointing = checkpointing;
         try
@@ -118,20 +120,25 @@ public static class LoraBenchmark
             var latents = randn(new long[] { batch, 4, latentSide, latentSide }, generator: generator).to(device);
             var conditioning = randn(new long[] { batch, 77, models.TextEncoder.Config.HiddenSize }, generator: generator).to(models.DType).to(device);
 
+            Tensor Text()
+            {
+                if (network.AdaptsTextEncoder)
+                    return models.TextEncoder.Forward(ids).LastHiddenState.to(models.DType);
+                using var noGrad = no_grad();
+                return models.TextEncoder.Forward(ids).LastHiddenState;
+            }
+
             void RunStep()
             {
                 using var scope = NewDisposeScope();
                 if (full)
                 {
                     var moments = step.Encode(pixels);
-                    Tensor text;
-                    using (no_grad())
-                        text = models.TextEncoder.Forward(ids).LastHiddenState;
-                    step.ForwardBackward(moments, text, generator, scaler?.Scale ?? 1.0);
+                    step.ForwardBackward(moments, Text(), generator, scaler?.Scale ?? 1.0);
                 }
                 else
                 {
-                    step.ForwardBackwardLatents(latents, conditioning, generator, scaler?.Scale ?? 1.0);
+                    step.ForwardBackwardLatents(latents, network.AdaptsTextEncoder ? Text() : conditioning, generator, scaler?.Scale ?? 1.0);
                 }
 
                 step.Update(1e-4);
@@ -158,7 +165,7 @@ public static class LoraBenchmark
         }
         finally
         {
-            network.Detach(models.Unet);
+            network.Detach();
             models.Unet.GradientCheckpointing = false;
             models.Unet.eval();
         }

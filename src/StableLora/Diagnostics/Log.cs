@@ -35,8 +35,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "Training cancelled after step {Step}; checkpoint saved to {Path}")]
     public static partial void TrainingCancelled(ILogger logger, long step, string path);
 
-    [LoggerMessage(EventId = 17, Level = LogLevel.Information, Message = "Saved the LoRA to {Weights} and {Kohya}")]
-    public static partial void FinalWeightsSaved(ILogger logger, string weights, string kohya);
+    [LoggerMessage(EventId = 17, Level = LogLevel.Information, Message = "Saved the LoRA to {Files}")]
+    public static partial void FinalWeightsSaved(ILogger logger, string files);
 
     [LoggerMessage(EventId = 18, Level = LogLevel.Error, Message = "Training observer {Observer} threw; training continues")]
     public static partial void ObserverFailed(ILogger logger, string observer, Exception exception);
@@ -105,6 +105,15 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 117, Level = LogLevel.Information, Message = "Wrote {Model} to {Path}")]
     public static partial void ModelExported(ILogger logger, string model, string path);
+
+    [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "{Count} modules of {Path} match no layer of the model and were not loaded (lora key not loaded): {Keys}")]
+    public static partial void LoraKeysSkipped(ILogger logger, int count, string path, string keys);
+
+    [LoggerMessage(EventId = 31, Level = LogLevel.Information, Message = "No lora_weights.pt is written: the seed's format holds only UNet attention LoRA, and this network also adapts {What}; the LoRA is {Main}")]
+    public static partial void SeedFormatNotWritten(ILogger logger, string what, string main);
+
+    [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "Removed {Path} from an earlier run: this run's network cannot be written in the seed's format, and the old file must not be mistaken for the new LoRA")]
+    public static partial void StaleSeedFileRemoved(ILogger logger, string path);
 
     [LoggerMessage(EventId = 200, Level = LogLevel.Debug, Message = "libtorch's CPU kernels are right on {Cpu} (checked in {Milliseconds:F0} ms)")]
     public static partial void CpuKernelsRight(ILogger logger, string cpu, double milliseconds);

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace StableLora.Layers;
 
 /// <summary>A 2-D convolution with the parameter names of <c>torch.nn.Conv2d</c>.</summary>
-internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable
+internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable, Lora.IAdaptableLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
@@ -35,6 +35,15 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable
 
     public Parameter? Bias => bias;
 
+    public long Stride => _stride[0];
+
+    public long Padding => _padding[0];
+
+    /// <summary>LoRA and other adapters that add to this layer's output.</summary>
+    public Lora.AdapterSlot Adapters { get; } = new();
+
+    bool Lora.IAdaptableLayer.IsConvolution => true;
+
     /// <summary>See <see cref="CpuConvolution.SmallMapPixels"/>.</summary>
     public const long SmallMapPixels = CpuConvolution.SmallMapPixels;
 
@@ -42,7 +51,7 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable
     {
         var output = CpuConvolution.Forward(input, weight, bias, _stride[0], _padding[0]);
         FlopCounter.Add(2 * output.NumberOfElements * InChannels * KernelSize * KernelSize);
-        return output;
+        return Adapters.IsEmpty ? output : Adapters.Apply(input, output);
     }
 
     public void Initialize(Generator generator) =>

@@ -1,5 +1,4 @@
 using TorchSharp;
-using StableLora.AttentionProcessors;
 using static TorchSharp.torch;
 
 namespace StableLora.Layers;
@@ -31,16 +30,12 @@ internal static class GradientCheckpoint
         return CheckpointFunction.apply(args);
     }
 
-    /// <summary>The block's parameters that require gradients, its attention processors' LoRA weights included.</summary>
+    /// <summary>The block's parameters that require gradients, the adapters attached to its layers included.</summary>
     public static List<Tensor> TrainableParameters(nn.Module block)
     {
         var parameters = block.parameters().Where(p => p.requires_grad).Cast<Tensor>().ToList();
-        foreach (var attention in block.modules().OfType<Attention>())
-        {
-            if (attention.Processor is LoraAttnProcessor lora)
-                parameters.AddRange(lora.Adapters.SelectMany(a => a.Layers.parameters()).Where(p => p.requires_grad));
-        }
-
+        foreach (var layer in block.modules().OfType<Lora.IAdaptableLayer>())
+            parameters.AddRange(layer.Adapters.Adapters.SelectMany(a => a.TrainableParameters).Where(p => p.requires_grad));
         return parameters;
     }
 

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace StableLora.Layers;
 
 /// <summary>y = x W^T + b, with the parameter names of <c>torch.nn.Linear</c> (<c>weight</c>, <c>bias</c>).</summary>
-internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable
+internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable, Lora.IAdaptableLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
@@ -27,11 +27,26 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable
 
     public Parameter? Bias => bias;
 
+    /// <summary>LoRA and other adapters that add to this layer's output.</summary>
+    public Lora.AdapterSlot Adapters { get; } = new();
+
+    long Lora.IAdaptableLayer.InChannels => InFeatures;
+
+    long Lora.IAdaptableLayer.OutChannels => OutFeatures;
+
+    long Lora.IAdaptableLayer.KernelSize => 1;
+
+    bool Lora.IAdaptableLayer.IsConvolution => false;
+
+    long Lora.IAdaptableLayer.Stride => 1;
+
+    long Lora.IAdaptableLayer.Padding => 0;
+
     public override Tensor forward(Tensor input)
     {
         var output = nn.functional.linear(input, weight, bias);
         FlopCounter.Add(2 * output.NumberOfElements * InFeatures);
-        return output;
+        return Adapters.IsEmpty ? output : Adapters.Apply(input, output);
     }
 
     public void Initialize(Generator generator) => PyTorchInit.KaimingUniformWithBias(weight, bias, InFeatures, generator);

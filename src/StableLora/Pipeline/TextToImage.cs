@@ -58,7 +58,7 @@ internal static class TextToImage
             latents = randn(shape, dtype, CPU, generator: generator).to(device).Times(scheduler.InitNoiseSigma);
         }
 
-        var attention = new AttentionOptions(options.LoraScale);
+        var attention = AttentionOptions.Default;
         for (int i = 0; i < scheduler.StepCount; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();

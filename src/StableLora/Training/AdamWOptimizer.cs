@@ -19,14 +19,21 @@ namespace StableLora.Training;
 internal sealed class AdamWOptimizer : IDisposable
 {
     private readonly List<(string Name, Parameter Parameter)> _parameters;
+    private readonly List<Group> _groups;
     private readonly Dictionary<string, Moments> _state = new(StringComparer.Ordinal);
-    private readonly FlatBuffers? _flat;
 
+    /// <summary>One group: every parameter at the learning rate <see cref="Step(double, IReadOnlyList{Tensor}?)"/> is given.</summary>
     public AdamWOptimizer(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWSettings settings, bool flat = true)
+        : this(new[] { parameters.ToList() }, settings, flat)
     {
-        _parameters = parameters.ToList();
+    }
+
+    /// <summary>Parameter groups (PyTorch's <c>param_groups</c>), each with its own learning rate at each step.</summary>
+    public AdamWOptimizer(IReadOnlyList<IReadOnlyList<(string Name, Parameter Parameter)>> groups, AdamWSettings settings, bool flat = true)
+    {
+        _groups = groups.Where(g => g.Count > 0).Select(g => new Group(g.ToList(), flat ? FlatBuffers.TryCreate(g.ToList()) : null)).ToList();
+        _parameters = _groups.SelectMany(g => g.Parameters).ToList();
         Settings = settings;
-        _flat = flat ? FlatBuffers.TryCreate(_parameters) : null;
     }
 
     public AdamWSettings Settings { get; }
@@ -36,52 +43,71 @@ internal sealed class AdamWOptimizer : IDisposable
 
     public IReadOnlyList<(string Name, Parameter Parameter)> Parameters => _parameters;
 
-    /// <summary>Whether the parameters live in one flat buffer (see the remarks).</summary>
-    public bool IsFlat => _flat is not null;
+    /// <summary>How many parameter groups (with parameters) it has.</summary>
+    public int GroupCount => _groups.Count;
+
+    /// <summary>Whether the parameters live in flat buffers, one per group (see the remarks).</summary>
+    public bool IsFlat => _groups.Count > 0 && _groups.All(g => g.Flat is not null);
 
     /// <summary>
-    /// The gradients the next <see cref="Step"/> will use: one flat tensor (a copy, in parameter order) when the
-    /// parameters are flat and all have gradients, else each parameter's own gradient tensor. Scaling or clipping them
-    /// in place changes the update.
+    /// The gradients the next <see cref="Step(double, IReadOnlyList{Tensor}?)"/> will use: one flat tensor per group (a
+    /// copy, in parameter order) when the parameters are flat and all have gradients, else each parameter's own gradient
+    /// tensor. Scaling or clipping them in place changes the update.
     /// </summary>
     public IReadOnlyList<Tensor> Gradients()
     {
-        if (_flat is not null && _parameters.All(p => p.Parameter.grad is not null))
+        if (IsFlat && _parameters.All(p => p.Parameter.grad is not null))
         {
             using var scope = NewDisposeScope();
-            var flat = cat(_parameters.Select(p => p.Parameter.grad!.reshape(-1)).ToList()).MoveToOuterDisposeScope();
-            return new[] { flat };
+            var flat = _groups.Select(g => cat(g.Parameters.Select(p => p.Parameter.grad!.reshape(-1)).ToList()).MoveToOuterDisposeScope()).ToList();
+            return flat;
         }
 
         return _parameters.Select(p => p.Parameter.grad).Where(g => g is not null).Cast<Tensor>().ToList();
     }
 
-    /// <summary>One update of every parameter that has a gradient, at learning rate <paramref name="learningRate"/>.</summary>
+    /// <summary>One update of every parameter that has a gradient, at learning rate <paramref name="learningRate"/> in every group.</summary>
     /// <param name="learningRate">The learning rate of this step.</param>
     /// <param name="gradients">What <see cref="Gradients"/> returned (possibly scaled or clipped since); null reads them now.</param>
-    public void Step(double learningRate, IReadOnlyList<Tensor>? gradients = null)
+    public void Step(double learningRate, IReadOnlyList<Tensor>? gradients = null) =>
+        Step(Enumerable.Repeat(learningRate, _groups.Count).ToList(), gradients);
+
+    /// <summary>One update of every parameter that has a gradient, each group at its own learning rate.</summary>
+    /// <param name="learningRates">One learning rate per group, in group order.</param>
+    /// <param name="gradients">What <see cref="Gradients"/> returned (possibly scaled or clipped since); null reads them now.</param>
+    public void Step(IReadOnlyList<double> learningRates, IReadOnlyList<Tensor>? gradients = null)
     {
+        if (learningRates.Count != _groups.Count)
+            throw new ArgumentException($"{learningRates.Count} learning rates for {_groups.Count} parameter groups", nameof(learningRates));
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         gradients ??= Gradients();
         StepCount++;
         double biasCorrection1 = 1 - Math.Pow(Settings.Beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(Settings.Beta2, StepCount);
-        if (_flat is not null && gradients.Count == 1 && gradients[0].numel() == _flat.Parameters.numel())
+        if (IsFlat && gradients.Count == _groups.Count && _groups.Select((g, i) => gradients[i].numel() == g.Flat!.Parameters.numel()).All(fits => fits))
         {
             EnsureFlatState();
-            Update(_flat.Parameters, gradients[0], _flat.ExpAvg, _flat.ExpAvgSq, learningRate, biasCorrection1, biasCorrection2);
+            for (int i = 0; i < _groups.Count; i++)
+            {
+                var flat = _groups[i].Flat!;
+                Update(flat.Parameters, gradients[i], flat.ExpAvg, flat.ExpAvgSq, learningRates[i], biasCorrection1, biasCorrection2);
+            }
+
             return;
         }
 
-        foreach (var (name, parameter) in _parameters)
+        for (int i = 0; i < _groups.Count; i++)
         {
-            using var parameterScope = NewDisposeScope();
-            var grad = parameter.grad;
-            if (grad is null)
-                continue;
-            var moments = MomentsOf(name, parameter);
-            Update(parameter, grad, moments.ExpAvg, moments.ExpAvgSq, learningRate, biasCorrection1, biasCorrection2);
+            foreach (var (name, parameter) in _groups[i].Parameters)
+            {
+                using var parameterScope = NewDisposeScope();
+                var grad = parameter.grad;
+                if (grad is null)
+                    continue;
+                var moments = MomentsOf(name, parameter);
+                Update(parameter, grad, moments.ExpAvg, moments.ExpAvgSq, learningRates[i], biasCorrection1, biasCorrection2);
+            }
         }
     }
 
@@ -129,7 +155,8 @@ internal sealed class AdamWOptimizer : IDisposable
         }
 
         _state.Clear();
-        _flat?.Dispose();
+        foreach (var group in _groups)
+            group.Flat?.Dispose();
     }
 
     private void Update(Tensor parameter, Tensor grad, Tensor expAvg, Tensor expAvgSq, double learningRate, double biasCorrection1, double biasCorrection2)
@@ -158,8 +185,9 @@ internal sealed class AdamWOptimizer : IDisposable
     {
         if (!_state.TryGetValue(name, out var moments))
         {
-            moments = _flat is not null
-                ? new Moments(_flat.View(_flat.ExpAvg, parameter).DetachFromDisposeScope(), _flat.View(_flat.ExpAvgSq, parameter).DetachFromDisposeScope())
+            var flat = _groups.First(g => g.Parameters.Any(p => ReferenceEquals(p.Parameter, parameter))).Flat;
+            moments = flat is not null
+                ? new Moments(flat.View(flat.ExpAvg, parameter).DetachFromDisposeScope(), flat.View(flat.ExpAvgSq, parameter).DetachFromDisposeScope())
                 : new Moments(zeros_like(parameter).DetachFromDisposeScope(), zeros_like(parameter).DetachFromDisposeScope());
             _state[name] = moments;
         }
@@ -168,6 +196,8 @@ internal sealed class AdamWOptimizer : IDisposable
     }
 
     private sealed record Moments(Tensor ExpAvg, Tensor ExpAvgSq);
+
+    private sealed record Group(List<(string Name, Parameter Parameter)> Parameters, FlatBuffers? Flat);
 
     /// <summary>One buffer for all parameters and one for each moment, with each parameter's slice.</summary>
     private sealed class FlatBuffers : IDisposable
@@ -189,7 +219,7 @@ internal sealed class AdamWOptimizer : IDisposable
 
         public static FlatBuffers? TryCreate(List<(string Name, Parameter Parameter)> parameters)
         {
-            if (parameters.Count < 2)
+            if (parameters.Count < 1)
                 return null;
             var first = parameters[0].Parameter;
             var device = first.device;

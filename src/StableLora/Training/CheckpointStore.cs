@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using StableLora.IO;
+using StableLora.Lora;
 using static TorchSharp.torch;
 
 namespace StableLora.Training;
@@ -11,8 +12,10 @@ namespace StableLora.Training;
 /// renamed into place only when complete, so a process killed at any moment leaves only complete checkpoints (and
 /// perhaps a stale temporary folder, removed on the next start). A checkpoint holds:
 /// <list type="bullet">
-/// <item><c>lora_weights.pt</c> — the LoRA in the seed's format, for users;</item>
-/// <item><c>training_state.safetensors</c> — the exact LoRA parameters, AdamW moments and RNG states, for resuming;</item>
+/// <item><c>lora_weights.pt</c> — the LoRA in the seed's format, for users (or <c>lora_kohya.safetensors</c> when the
+/// network adapts more than the UNet's attention projections, which the seed's format cannot hold);</item>
+/// <item><c>training_state.safetensors</c> — the exact LoRA parameters (keyed by module key,
+/// <c>lora.unet.&lt;path&gt;.lora_down.weight</c>), AdamW moments and RNG states, for resuming;</item>
 /// <item><c>trainer_state.json</c> — step, epoch, data position, schedule and loss-scaler state;</item>
 /// <item><c>options.json</c> — the resolved training options.</item>
 /// </list>
@@ -21,6 +24,7 @@ internal sealed class CheckpointStore
 {
     public const string FolderPrefix = "checkpoint-step-";
     public const string LoraFile = "lora_weights.pt";
+    public const string KohyaLoraFile = "lora_kohya.safetensors";
     public const string StateFile = "training_state.safetensors";
     public const string TrainerStateFile = "trainer_state.json";
     public const string OptionsFile = "options.json";
@@ -107,7 +111,10 @@ internal sealed class CheckpointStore
         Directory.CreateDirectory(temporary);
         try
         {
-            LoraFileWriter.Write(Path.Combine(temporary, LoraFile), checkpoint.LoraModules, LoraFileFormat.AttnProcs);
+            if (LoraFileWriter.CannotHoldInSeedFormat(checkpoint.LoraModules) is null)
+                LoraFileWriter.Write(Path.Combine(temporary, LoraFile), checkpoint.LoraModules, LoraFileFormat.AttnProcs);
+            else
+                LoraFileWriter.Write(Path.Combine(temporary, KohyaLoraFile), checkpoint.LoraModules, LoraFileFormat.Kohya);
 
             var tensors = new List<KeyValuePair<string, Tensor>>();
             tensors.AddRange(checkpoint.LoraParameters.Select(p => new KeyValuePair<string, Tensor>(LoraParameterPrefix + p.Key, p.Value)));
@@ -232,7 +239,23 @@ internal sealed class LoadedCheckpoint(string directory, TrainerState state, Saf
 
     public TrainerState State { get; } = state;
 
-    public Tensor? ReadLoraParameter(string name) => Read(loraPrefix + name);
+    /// <summary>
+    /// A LoRA parameter by its name (<c>unet.&lt;path&gt;.lora_down.weight</c>); checkpoints written before LoRA lived on
+    /// the layers named the seed's attention parameters by processor (<c>&lt;path&gt;.processor.to_q_lora.down.weight</c>),
+    /// which is read too.
+    /// </summary>
+    public Tensor? ReadLoraParameter(string name) => Read(loraPrefix + name) ?? (LegacyName(name) is { } legacy ? Read(loraPrefix + legacy) : null);
+
+    private static string? LegacyName(string name)
+    {
+        foreach (var (suffix, legacy) in new[] { (".lora_down.weight", ".down.weight"), (".lora_up.weight", ".up.weight") })
+        {
+            if (name.EndsWith(suffix, StringComparison.Ordinal) && name[..^suffix.Length] is var key && LoraKeyNames.IsAttentionProjection(key))
+                return LoraKeyNames.ToAttnProcs(key) + legacy;
+        }
+
+        return null;
+    }
 
     public Tensor? ReadOptimizerTensor(string name) => Read(optimizerPrefix + name);
 

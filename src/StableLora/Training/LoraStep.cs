@@ -79,7 +79,10 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
     /// <paramref name="learningRate"/>; a step with a non-finite gradient changes no weight and no optimizer state.
     /// Gradients are cleared either way. One host synchronisation without loss scaling.
     /// </summary>
-    public UpdateOutcome Update(double learningRate)
+    public UpdateOutcome Update(double learningRate) => Update(Enumerable.Repeat(learningRate, optimizer.GroupCount).ToList());
+
+    /// <summary>As <see cref="Update(double)"/>, with one learning rate per optimizer group.</summary>
+    public UpdateOutcome Update(IReadOnlyList<double> learningRates)
     {
         try
         {
@@ -104,7 +107,7 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
                     return UpdateOutcome.SkippedNonFiniteGradients;
             }
 
-            optimizer.Step(learningRate, gradients);
+            optimizer.Step(learningRates, gradients);
             return UpdateOutcome.Applied;
         }
         finally

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using StableLora.AttentionProcessors;
+using StableLora.Lora;
 using StableLora.Data;
 using StableLora.Diagnostics;
 using StableLora.Hub;
@@ -13,9 +13,10 @@ namespace StableLora.Training;
 
 /// <summary>
 /// One training run, the seed's train.py as a loop: VAE-encode without grad (latent_dist.sample x scaling factor),
-/// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption), the
-/// UNet with LoRA, MSE against the noise (or the velocity for v-prediction models), backward, AdamW on the LoRA
-/// only with the cosine-with-warmup schedule, checkpoints, and the final <c>lora_weights.pt</c>. Every random draw
+/// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption when the
+/// text encoder is frozen; every step, with gradients, when it has LoRA too), the UNet with LoRA, MSE against the noise
+/// (or the velocity for v-prediction models), backward, AdamW on the LoRA only (one parameter group per learning rate)
+/// with the cosine-with-warmup schedule, checkpoints, and the final LoRA files. Every random draw
 /// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
 /// continues exactly.
 /// </summary>
@@ -80,16 +81,18 @@ internal sealed class TrainingRun
         using var resume = resumeFolder is null ? null : store.Load(resumeFolder);
         CheckResumable(resume);
 
-        var networkOptions = new LoraNetworkOptions(options.Rank, options.Alpha, options.Targets, options.AttentionKinds, options.LoraDropout);
         using var initGenerator = new Generator(options.Seed, CPU);
-        using var network = LoraNetwork.Create(model.Unet, networkOptions, initGenerator);
-        network.Attach(model.Unet);
+        using var network = LoraNetwork.Create(new AdaptableModels(model.Unet, options.TrainTextEncoder ? model.TextEncoder : null), options.NetworkOptions(), initGenerator);
+        if (network.Modules.Count == 0)
+            throw new InvalidOptionsException(nameof(options.TargetPatterns), string.Join(",", options.TargetPatterns), "no UNet layer matches these patterns");
+        network.Attach();
         network.Train(true);
         model.Unet.train();
         model.Unet.GradientCheckpointing = options.GradientCheckpointing;
 
         var parameters = network.NamedParameters().ToList();
-        using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
+        var groups = LearningRateGroups(network, options);
+        using var optimizer = new AdamWOptimizer(groups.Select(g => g.Parameters).ToList(), new AdamWSettings());
         var scaler = options.MixedPrecision == MixedPrecision.Fp16 ? new LossScaler(_hooks.InitialLossScale ?? LossScaler.DefaultInitialScale) : null;
         using var noiseGenerator = new Generator(options.Seed ^ 0xA5A5_5A5A_C3C3_3C3CUL, CPU);
         var state = new RunState();
@@ -102,7 +105,7 @@ internal sealed class TrainingRun
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
             options.Seed, options.SkipUnreadableImages, _logger);
         batches.Start(state.Epoch, state.EpochPosition);
-        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype);
+        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder);
         using var latentCache = options.CacheLatents ? new TensorCache() : null;
         using var tensorBoard = options.TensorBoardDirectory is null ? null : new TensorBoardLog(options.TensorBoardDirectory);
 
@@ -150,7 +153,8 @@ internal sealed class TrainingRun
             }
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
-            double learningRate = options.LearningRate * CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
+            double multiplier = CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
+            double learningRate = options.LearningRate * multiplier;
             bool skipped = true;
             if (nonFiniteImages.Count > 0)
             {
@@ -162,7 +166,7 @@ internal sealed class TrainingRun
             }
             else
             {
-                switch (step.Update(learningRate))
+                switch (step.Update(groups.Select(g => g.PeakLearningRate * multiplier).ToList()))
                 {
                     case UpdateOutcome.Applied:
                         skipped = false;
@@ -226,7 +230,7 @@ internal sealed class TrainingRun
         _hooks.TrainingFinished?.Invoke(model);
         EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the final LoRA files were");
         var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
-        var result = new TrainingResult(weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
+        var result = new TrainingResult(weightsPath ?? kohyaPath, weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
             clock.Elapsed, cancelled, lastCheckpoint);
         await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
         return result;
@@ -251,29 +255,74 @@ internal sealed class TrainingRun
         return new Vae.DiagonalGaussianDistribution(stack(batch.Indices.Select(i => cache[i]).ToList()));
     }
 
-    private (string Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
+    /// <summary>
+    /// Writes <c>lora_kohya.safetensors</c> and, when the seed's format can hold the network, <c>lora_weights.pt</c>;
+    /// otherwise a <c>lora_weights.pt</c> left by an earlier run in the same folder is removed, so that it cannot be
+    /// taken for this run's LoRA.
+    /// </summary>
+    private (string? Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
     {
         using var scope = NewDisposeScope();
-        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_weights.pt"));
-        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, "lora_kohya.safetensors"));
+        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, CheckpointStore.LoraFile));
+        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, CheckpointStore.KohyaLoraFile));
         var modules = network.ToModuleWeights();
+        string? seedFormatProblem = IO.LoraFileWriter.CannotHoldInSeedFormat(modules);
         string target = weights;
         try
         {
             Directory.CreateDirectory(_options.OutputDirectory);
-            IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
+            if (seedFormatProblem is null)
+            {
+                IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
+            }
+            else
+            {
+                Log.SeedFormatNotWritten(_logger, seedFormatProblem, kohya);
+                if (File.Exists(weights))
+                {
+                    File.Delete(weights);
+                    Log.StaleSeedFileRemoved(_logger, weights);
+                }
+            }
+
             target = kohya;
-            IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, new LoraExportMetadata(
-                OutputName: Path.GetFileName(Path.GetFullPath(_options.OutputDirectory)), BaseModel: _options.Model, TrainingSteps: state.Step,
-                Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount));
+            IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, KohyaMetadata(state, imageCount));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new OutputSaveException(target, state.Step, lastCheckpoint, e);
         }
 
-        Log.FinalWeightsSaved(_logger, weights, kohya);
-        return (weights, kohya);
+        Log.FinalWeightsSaved(_logger, seedFormatProblem is null ? $"{weights} and {kohya}" : kohya);
+        return (seedFormatProblem is null ? weights : null, kohya);
+    }
+
+    private LoraExportMetadata KohyaMetadata(RunState state, int imageCount)
+    {
+        var extra = new Dictionary<string, string>();
+        if (_options.TrainTextEncoder)
+            extra["ss_text_encoder_lr"] = IO.PythonFloats.Repr(_options.TextEncoderLearningRate ?? _options.LearningRate);
+        extra["ss_unet_lr"] = IO.PythonFloats.Repr(_options.UnetLearningRate ?? _options.LearningRate);
+        extra["ss_network_train_unet_only"] = _options.TrainTextEncoder ? "False" : "True";
+        return new LoraExportMetadata(
+            OutputName: "lora_kohya", BaseModel: _options.Model, TrainingSteps: state.Step,
+            Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount)
+        {
+            Extra = extra,
+        };
+    }
+
+    /// <summary>The optimizer's parameter groups: the UNet's LoRA and the text encoder's, each at its own peak learning rate.</summary>
+    private static List<(IReadOnlyList<(string Name, Parameter Parameter)> Parameters, double PeakLearningRate)> LearningRateGroups(LoraNetwork network, LoraTrainingOptions options)
+    {
+        var unet = network.NamedParameters().Where(p => ModuleKeys.IsUnet(p.Name)).ToList();
+        var textEncoder = network.NamedParameters().Where(p => ModuleKeys.IsTextEncoder(p.Name)).ToList();
+        var groups = new List<(IReadOnlyList<(string, Parameter)>, double)>();
+        if (unet.Count > 0)
+            groups.Add((unet, options.UnetLearningRate ?? options.LearningRate));
+        if (textEncoder.Count > 0)
+            groups.Add((textEncoder, options.TextEncoderLearningRate ?? options.LearningRate));
+        return groups;
     }
 
     /// <summary>Renders the validation prompt with the LoRA as it is now (evaluation mode, then back to training).</summary>

@@ -13,30 +13,42 @@ internal sealed class CaptionEmbeddings : IDisposable
     private readonly StableDiffusionModel _model;
     private readonly string _defaultCaption;
     private readonly ScalarType _dtype;
-    private readonly Dictionary<string, Tensor> _cache = new(StringComparer.Ordinal);
+    private readonly bool _cache;
+    private readonly Dictionary<string, Tensor> _cached = new(StringComparer.Ordinal);
 
-    public CaptionEmbeddings(StableDiffusionModel model, string defaultCaption, ScalarType dtype)
+    /// <param name="model">The model whose tokenizer and text encoder encode the captions.</param>
+    /// <param name="defaultCaption">The caption of images without their own.</param>
+    /// <param name="dtype">The dtype the UNet takes.</param>
+    /// <param name="cache">Encode each distinct caption once (the text encoder is frozen); false: encode every call with gradients (it has LoRA).</param>
+    public CaptionEmbeddings(StableDiffusionModel model, string defaultCaption, ScalarType dtype, bool cache = true)
     {
         _model = model;
         _defaultCaption = defaultCaption;
         _dtype = dtype;
+        _cache = cache;
     }
 
     /// <summary>[B, 77, hidden] for the batch's captions (null: the training caption); a new tensor each call.</summary>
     public Tensor For(IReadOnlyList<string?> captions)
     {
-        var rows = captions.Select(c => Embedding(c ?? _defaultCaption)).ToList();
-        return cat(rows, 0);
+        var texts = captions.Select(c => c ?? _defaultCaption).ToList();
+        if (!_cache)
+        {
+            var ids = _model.Tokenizer.EncodeBatch(texts).to(_model.TextEncoder.Spec.Device);
+            return _model.TextEncoder.Forward(ids).LastHiddenState.to(_dtype);
+        }
+
+        return cat(texts.Select(Embedding).ToList(), 0);
     }
 
     private Tensor Embedding(string caption)
     {
-        if (!_cache.TryGetValue(caption, out var embedding))
+        if (!_cached.TryGetValue(caption, out var embedding))
         {
             using var scope = NewDisposeScope();
             embedding = _model.EncodePrompts(new[] { caption }).to(_dtype).MoveToOuterDisposeScope();
             embedding = embedding.DetachFromDisposeScope();
-            _cache[caption] = embedding;
+            _cached[caption] = embedding;
         }
 
         return embedding;
@@ -44,9 +56,9 @@ internal sealed class CaptionEmbeddings : IDisposable
 
     public void Dispose()
     {
-        foreach (var embedding in _cache.Values)
+        foreach (var embedding in _cached.Values)
             embedding.Dispose();
-        _cache.Clear();
+        _cached.Clear();
     }
 }
 

@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text.Json;
-using StableLora.AttentionProcessors;
+using Microsoft.Extensions.Logging.Abstractions;
+using StableLora.Lora;
 using StableLora.IO;
 using StableLora.Layers;
 using StableLora.Pipeline;
@@ -66,11 +67,12 @@ public sealed class LoraFormatTests
         using var temp = new TempDirectory();
         using var unet = UnetParityTests.LoadFixtureUnet();
         using var generator = new Generator(9);
-        using var network = LoraNetwork.Create(unet, new LoraNetworkOptions(Rank: 4, Alpha: 2.0), generator);
+        var models = new AdaptableModels(unet, null);
+        using var network = LoraNetwork.Create(models, new LoraNetworkOptions { Rank = 4, Alpha = 2.0 }, generator);
         using (no_grad())
         {
-            foreach (var (_, layer) in network.Layers())
-                layer.Up.Weight.normal_(0, 0.1, generator);
+            foreach (var (_, adapter) in network.LoraAdapters())
+                adapter.Up.normal_(0, 0.1, generator);
         }
 
         var sample = ExpectedTensors.Read("unet.safetensors", "sample");
@@ -78,10 +80,10 @@ public sealed class LoraFormatTests
         var context = ExpectedTensors.Read("unet.safetensors", "encoder_hidden_states");
         Tensor Output(LoraNetwork adapter)
         {
-            adapter.Attach(unet);
+            adapter.Attach();
             using var noGrad = no_grad();
             var output = unet.Forward(sample, timesteps, context);
-            adapter.Detach(unet);
+            adapter.Detach();
             return output;
         }
 
@@ -93,7 +95,7 @@ public sealed class LoraFormatTests
             lora.Save(path, format);
             using var back = LoraWeights.Load(path);
             Assert.Equal(format == LoraFileFormat.AttnProcs ? 4.0 : 2.0, back.Alpha);
-            using var reloaded = back.CreateNetwork(unet);
+            using var reloaded = back.CreateNetwork(models, UnmatchedLoraKeys.Error, NullLogger.Instance);
             TensorAssert.Close(expected, Output(reloaded), new Tolerance(1e-6, 1e-6), format.ToString());
         }
     }
@@ -133,8 +135,8 @@ public sealed class LoraFormatTests
         Assert.Equal(256, entries.Count);
         using var unet = new UNet2DConditionModel(Sd15Presets.Unet, new TensorSpec(META, ScalarType.Float32));
         using var generator = new Generator(1);
-        using var network = LoraNetwork.Create(unet, new LoraNetworkOptions(Rank: 4), generator, new TensorSpec(META, ScalarType.Float32));
-        var ours = network.StateDict();
+        using var network = LoraNetwork.Create(new AdaptableModels(unet, null), new LoraNetworkOptions { Rank = 4 }, generator, new TensorSpec(META, ScalarType.Float32));
+        var ours = LoraFileWriter.AttnProcsStateDict(network.ToModuleWeights());
         Assert.Equal(entries.Select(e => e.Name), ours.Select(e => e.Key));
         foreach (var (entry, (_, tensor)) in entries.Zip(ours))
         {
@@ -142,9 +144,10 @@ public sealed class LoraFormatTests
             string module = value.GetProperty("module").GetString()!;
             Assert.Equal(value.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()), tensor.shape);
             bool isDown = entry.Name.EndsWith(".down.weight", StringComparison.Ordinal);
-            Assert.Equal(value.GetProperty("kohya").GetString(), LoraModulePaths.ToKohya(module) + (isDown ? ".lora_down.weight" : ".lora_up.weight"));
-            Assert.Equal(value.GetProperty("kohya_alpha").GetString(), LoraModulePaths.ToKohya(module) + ".alpha");
-            Assert.Equal(module, LoraModulePaths.FromKohya(LoraModulePaths.ToKohya(module)));
+            string key = ModuleKeys.ForUnet(module);
+            Assert.Equal(value.GetProperty("kohya").GetString(), LoraKeyNames.ToKohya(key) + (isDown ? ".lora_down.weight" : ".lora_up.weight"));
+            Assert.Equal(value.GetProperty("kohya_alpha").GetString(), LoraKeyNames.ToKohya(key) + ".alpha");
+            Assert.Equal(key, LoraKeyNames.FromKohya(LoraKeyNames.ToKohya(key)));
             Assert.Equal(value.GetProperty("peft").GetString(), $"unet.{module}.{(isDown ? "lora_A" : "lora_B")}.weight");
             Assert.Equal(value.GetProperty("diffusers").GetString(), $"unet.{module}.lora.{(isDown ? "down" : "up")}.weight");
         }
@@ -180,7 +183,8 @@ public sealed class LoraFormatTests
         });
         using var lora = LoraWeights.Load(path);
         using var unet = new UNet2DConditionModel(Sd15Presets.Unet, new TensorSpec(META, ScalarType.Float32));
-        var error = Assert.Throws<InvalidModelFileException>(() => lora.CreateNetwork(unet, new TensorSpec(META, ScalarType.Float32)));
+        var error = Assert.Throws<InvalidModelFileException>(() =>
+            lora.CreateNetwork(new AdaptableModels(unet, null), UnmatchedLoraKeys.Error, NullLogger.Instance, new TensorSpec(META, ScalarType.Float32)));
         Assert.Contains("made for SD 2.x", error.Message);
         Assert.Equal($"{name}.lora_down.weight", error.Key);
     }
@@ -192,11 +196,11 @@ public sealed class LoraFormatTests
         string path = temp.File("ff.safetensors");
         SafetensorsWriter.Write(path, new Dictionary<string, Tensor>
         {
-            ["lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_2.lora_down.weight"] = zeros(4, 256),
-            ["lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_2.lora_up.weight"] = zeros(64, 4),
+            ["lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_gate_2.lora_down.weight"] = zeros(4, 256),
+            ["lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_gate_2.lora_up.weight"] = zeros(64, 4),
         });
         var error = Assert.Throws<InvalidModelFileException>(() => LoraWeights.Load(path));
-        Assert.Contains("ff_net_2", error.Key);
+        Assert.Contains("ff_gate_2", error.Key);
 
         string pt = temp.File("extra.pt");
         var stateDict = new System.Collections.Specialized.OrderedDictionary
@@ -218,18 +222,19 @@ public sealed class LoraFormatTests
         using var unet = UnetParityTests.LoadFixtureUnet();
         var baseWeights = StateDicts.Ordered(unet).Select(e => new KeyValuePair<string, Tensor>(e.Key, e.Value.clone())).ToList();
         using var lora = LoraWeights.Load(FixtureLora);
-        using var network = lora.CreateNetwork(unet);
+        using var network = lora.CreateNetwork(new AdaptableModels(unet, null), UnmatchedLoraKeys.Error, NullLogger.Instance);
         var sample = ExpectedTensors.Read("unet.safetensors", "sample");
         var timesteps = ExpectedTensors.Read("unet.safetensors", "timesteps_int");
         var context = ExpectedTensors.Read("unet.safetensors", "encoder_hidden_states");
         using var noGrad = no_grad();
-        network.Attach(unet, 0.7);
+        network.SetMultipliers(0.7, 0.7);
+        network.Attach();
         var unfused = unet.Forward(sample, timesteps, context);
-        network.Detach(unet);
+        network.Detach();
 
-        network.Fuse(unet, 0.7);
+        network.Fuse(0.7);
         TensorAssert.Close(unfused, unet.Forward(sample, timesteps, context), new Tolerance(1e-5, 1e-5), "fused");
-        network.Unfuse(unet);
+        network.Unfuse();
         var restored = StateDicts.Ordered(unet);
         for (int i = 0; i < baseWeights.Count; i++)
             TensorAssert.Close(baseWeights[i].Value, restored[i].Value, new Tolerance(1e-6, 1e-6), baseWeights[i].Key);
@@ -237,13 +242,13 @@ public sealed class LoraFormatTests
 
     private static void AssertSameLayers(LoraWeights expected, LoraWeights actual)
     {
-        var byPath = actual.Modules.ToDictionary(m => m.ModulePath);
+        var byKey = actual.Modules.Cast<LoraModuleWeights>().ToDictionary(m => m.Key);
         Assert.Equal(expected.ModuleCount, actual.ModuleCount);
-        foreach (var module in expected.Modules)
+        foreach (var module in expected.Modules.Cast<LoraModuleWeights>())
         {
-            var other = byPath[module.ModulePath];
-            TensorAssert.Identical(module.Down, other.Down, module.ModulePath + " down");
-            TensorAssert.Identical(module.Up, other.Up, module.ModulePath + " up");
+            var other = byKey[module.Key];
+            TensorAssert.Identical(module.Down, other.Down, module.Key + " down");
+            TensorAssert.Identical(module.Up, other.Up, module.Key + " up");
             Assert.Equal(module.Alpha, other.Alpha);
         }
     }

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using StableLora.AttentionProcessors;
 using StableLora.IO;
 using StableLora.Tests.Infrastructure;
 using StableLora.Tests.Unet;
@@ -20,18 +19,18 @@ public sealed class LoraParityTests
     {
         using var scope = NewDisposeScope();
         using var unet = UnetParityTests.LoadFixtureUnet();
-        var content = LoraFileReader.Read(Path.Combine(FixturePaths.TinySd, loraFile));
-        using var network = LoraNetwork.FromWeights(unet, content.Path, content.Modules);
-        network.Attach(unet);
+        using var network = TestLora.FromFile(Path.Combine(FixturePaths.TinySd, loraFile), unet);
+        network.Attach();
         using var noGrad = no_grad();
         var sample = ExpectedTensors.Read(UnetFile, "sample");
         var timesteps = ExpectedTensors.Read(UnetFile, "timesteps_int");
         var context = ExpectedTensors.Read(UnetFile, "encoder_hidden_states");
         var tolerance = FixtureCases.Tolerance("unet_lora");
         TensorAssert.Close(ExpectedTensors.Read(expectedFile, "out_scale_1"), unet.Forward(sample, timesteps, context), tolerance, "scale 1");
-        TensorAssert.Close(ExpectedTensors.Read(expectedFile, "out_scale_0_5"), unet.Forward(sample, timesteps, context, new AttentionOptions(0.5)), tolerance, "scale 0.5");
+        network.SetMultipliers(0.5, 0.5);
+        TensorAssert.Close(ExpectedTensors.Read(expectedFile, "out_scale_0_5"), unet.Forward(sample, timesteps, context), tolerance, "scale 0.5");
 
-        network.Detach(unet);
+        network.Detach();
         TensorAssert.Close(ExpectedTensors.Read(UnetFile, "out_int"), unet.Forward(sample, timesteps, context), FixtureCases.Tolerance("unet"), "detached");
     }
 
@@ -47,10 +46,10 @@ public sealed class LoraParityTests
         Tensor Output(string file, double scale)
         {
             using var unet = UnetParityTests.LoadFixtureUnet();
-            var content = LoraFileReader.Read(Path.Combine(FixturePaths.TinySd, file));
-            using var network = LoraNetwork.FromWeights(unet, content.Path, content.Modules);
-            network.Attach(unet);
-            return unet.Forward(sample, timesteps, context, new AttentionOptions(scale));
+            using var network = TestLora.FromFile(Path.Combine(FixturePaths.TinySd, file), unet);
+            network.SetMultipliers(scale, scale);
+            network.Attach();
+            return unet.Forward(sample, timesteps, context);
         }
 
         foreach (double scale in new[] { 1.0, 0.5 })
@@ -63,18 +62,18 @@ public sealed class LoraParityTests
         using var scope = NewDisposeScope();
         using var unet = UnetParityTests.LoadFixtureUnet();
         using var generator = new Generator(300);
-        using var network = LoraNetwork.Create(unet, new LoraNetworkOptions(Rank: 4), generator);
+        using var network = TestLora.Seed(unet, 4, generator);
         var lora = FixtureCases.Case("unet_lora");
         var expectedKeys = lora.GetProperty("lora_state_dict_keys").EnumerateArray().Select(k => k.GetString()!).ToList();
-        var stateDict = network.StateDict();
+        var stateDict = TestLora.SeedStateDict(network);
         Assert.Equal(expectedKeys, stateDict.Select(e => e.Key));
         var shapes = lora.GetProperty("lora_state_dict_shapes");
         foreach (var (key, tensor) in stateDict)
             Assert.Equal(shapes.GetProperty(key).EnumerateArray().Select(d => d.GetInt64()), tensor.shape);
-        Assert.All(network.Layers(), l => Assert.Equal(0, l.Layer.Up.Weight.abs().sum().item<float>()));
-        Assert.All(network.Parameters(), p => Assert.True(p.requires_grad));
+        Assert.All(network.LoraAdapters(), l => Assert.Equal(0, l.Adapter.Up.abs().sum().item<float>()));
+        Assert.All(network.NamedParameters(), p => Assert.True(p.Parameter.requires_grad));
 
-        network.Attach(unet);
+        network.Attach();
         using var noGrad = no_grad();
         var output = unet.Forward(ExpectedTensors.Read(UnetFile, "sample"), ExpectedTensors.Read(UnetFile, "timesteps_int"), ExpectedTensors.Read(UnetFile, "encoder_hidden_states"));
         TensorAssert.Close(ExpectedTensors.Read(UnetFile, "out_int"), output, FixtureCases.Tolerance("unet"), "zero-initialised LoRA");
@@ -86,8 +85,8 @@ public sealed class LoraParityTests
         using var scope = NewDisposeScope();
         using var unet = UnetParityTests.LoadFixtureUnet();
         using var generator = new Generator(1);
-        using var network = LoraNetwork.Create(unet, new LoraNetworkOptions(Rank: 8), generator);
-        var downs = cat(network.Layers().Select(l => l.Layer.Down.Weight.flatten()).ToList(), 0);
+        using var network = TestLora.Seed(unet, 8, generator);
+        var downs = cat(network.LoraAdapters().Select(l => l.Adapter.Down.flatten()).ToList(), 0);
         Assert.InRange(downs.std().item<float>(), 0.125 * 0.95, 0.125 * 1.05);
         Assert.InRange(downs.mean().item<float>(), -0.01, 0.01);
     }

@@ -49,7 +49,7 @@ public sealed class OutputFaultTests
 
         disk.Resize("64m");
         var resumed = await Tiny(temp, disk.Path).WithResume("latest").Build().TrainAsync();
-        Assert.Equal(File.ReadAllBytes(straight.WeightsPath), File.ReadAllBytes(resumed.WeightsPath));
+        Assert.Equal(File.ReadAllBytes(straight.LoraPath), File.ReadAllBytes(resumed.LoraPath));
     }
 
     [TmpfsFact]
@@ -67,7 +67,7 @@ public sealed class OutputFaultTests
 
         disk.MakeWritable();
         var resumed = await Tiny(temp, disk.Path).WithResume("latest").Build().TrainAsync();
-        Assert.Equal(File.ReadAllBytes(straight.WeightsPath), File.ReadAllBytes(resumed.WeightsPath));
+        Assert.Equal(File.ReadAllBytes(straight.LoraPath), File.ReadAllBytes(resumed.LoraPath));
     }
 
     [TmpfsFact]

@@ -1,4 +1,3 @@
-using StableLora.AttentionProcessors;
 using StableLora.IO;
 using StableLora.Tests.Infrastructure;
 using StableLora.Tests.Unet;
@@ -41,8 +40,8 @@ public sealed class GradientCheckpointingTests
         using var scope = NewDisposeScope();
         using var unet = FrozenFixtureUnet();
         using var generator = new Generator(5, CPU);
-        using var network = LoraNetwork.Create(unet, new LoraNetworkOptions(Rank: 4), generator);
-        network.Attach(unet);
+        using var network = TestLora.Seed(unet, 4, generator);
+        network.Attach();
         unet.train();
         unet.GradientCheckpointing = true;
 
@@ -52,8 +51,8 @@ public sealed class GradientCheckpointingTests
             ExpectedTensors.Read(File, "target"));
         loss.backward();
 
-        var ups = network.NamedParameters().Where(p => p.Name.Contains(".up.", StringComparison.Ordinal)).ToList();
-        Assert.Equal(network.Layers().Count(), ups.Count);
+        var ups = network.NamedParameters().Where(p => p.Name.EndsWith(".lora_up.weight", StringComparison.Ordinal)).ToList();
+        Assert.Equal(network.Modules.Count, ups.Count);
         foreach (var (name, parameter) in ups)
         {
             Assert.NotNull(parameter.grad);
@@ -91,9 +90,8 @@ public sealed class GradientCheckpointingTests
     private static Dictionary<string, Tensor> Gradients(bool checkpointing, out float loss, out Tensor prediction)
     {
         using var unet = FrozenFixtureUnet();
-        var content = LoraFileReader.Read(Path.Combine(FixturePaths.TinySd, "lora_weights.pt"));
-        using var network = LoraNetwork.FromWeights(unet, content.Path, content.Modules);
-        network.Attach(unet);
+        using var network = TestLora.FromFile(Path.Combine(FixturePaths.TinySd, "lora_weights.pt"), unet);
+        network.Attach();
         unet.train();
         unet.GradientCheckpointing = checkpointing;
         prediction = unet.Forward(ExpectedTensors.Read(File, "noisy_latents"), ExpectedTensors.Read(File, "timesteps"), ExpectedTensors.Read(File, "encoder_hidden_states"));
@@ -101,6 +99,6 @@ public sealed class GradientCheckpointingTests
         value.backward();
         loss = value.item<float>();
         prediction = prediction.detach();
-        return network.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.clone());
+        return network.NamedParameters().ToDictionary(p => TestLora.SeedName(p.Name), p => p.Parameter.grad!.clone());
     }
 }

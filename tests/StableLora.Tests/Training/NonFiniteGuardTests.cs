@@ -93,8 +93,9 @@ public sealed class NonFiniteGuardTests(ITestOutputHelper output)
             Assert.Equal(stepTwo.ModuleCount, stepFour.ModuleCount);
             for (int i = 0; i < stepTwo.Modules.Count; i++)
             {
-                TensorAssert.Identical(stepTwo.Modules[i].Down, stepFour.Modules[i].Down, $"module {i} down");
-                TensorAssert.Identical(stepTwo.Modules[i].Up, stepFour.Modules[i].Up, $"module {i} up");
+                var (two, four) = ((StableLora.Lora.LoraModuleWeights)stepTwo.Modules[i], (StableLora.Lora.LoraModuleWeights)stepFour.Modules[i]);
+                TensorAssert.Identical(two.Down, four.Down, $"module {i} down");
+                TensorAssert.Identical(two.Up, four.Up, $"module {i} up");
             }
         }
 

@@ -43,7 +43,7 @@ public sealed class PhotoTrainingTests(ITestOutputHelper output)
             Assert.All(losses, l => Assert.True(double.IsFinite(l), $"run {run}: a loss is not finite"));
             Assert.All(losses, l => Assert.True(l > 0));
             NonFiniteGuardTests.AssertEveryTensorFinite(temp.File($"run{run}"));
-            hashes.Add(Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(result.WeightsPath))));
+            hashes.Add(Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(result.LoraPath))));
         }
 
         Assert.All(hashes, h => Assert.Equal(hashes[0], h));

@@ -66,7 +66,7 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
 
         var written = Directory.GetFiles(temp.File("output"), "*", SearchOption.AllDirectories).Select(Path.GetFileName).OrderBy(n => n).ToArray();
         Assert.Equal(new[] { "lora_kohya.safetensors", "lora_weights.pt" }, written);
-        using var lora = LoraWeights.Load(result.WeightsPath);
+        using var lora = LoraWeights.Load(result.LoraPath);
         Assert.Equal(176, lora.ModuleCount * 2);
         Assert.Equal(4, lora.Rank);
     }
@@ -88,7 +88,7 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
 
         var second = await Tiny(temp, maxSteps: 16, output: "resumed").WithCheckpointEvery(100).WithResume("latest").Build().TrainAsync();
         Assert.Equal(16, second.StepsCompleted);
-        AssertSameLora(straight.WeightsPath, second.WeightsPath);
+        AssertSameLora(straight.LoraPath, second.LoraPath);
     }
 
     [Fact]
@@ -98,7 +98,7 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
         var straight = await Tiny(temp, maxSteps: 12, output: "a").WithCheckpointEvery(6).Build().TrainAsync();
         var resumed = await Tiny(temp, maxSteps: 12, output: "b").WithCheckpointEvery(6)
             .WithResume(Path.Combine(temp.File("a"), "checkpoint-step-6")).Build().TrainAsync();
-        AssertSameLora(straight.WeightsPath, resumed.WeightsPath);
+        AssertSameLora(straight.LoraPath, resumed.LoraPath);
     }
 
     [Fact]
@@ -127,7 +127,7 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
         Assert.False(progress[2].SkippedStep);
         Assert.Equal(LossScaler.DefaultInitialScale / 2, progress[2].LossScale);
         using var lora = LoraWeights.Load(temp.File("output/lora_weights.pt"));
-        Assert.All(lora.Modules, m => Assert.True(m.Up.isfinite().all().item<bool>() && m.Down.isfinite().all().item<bool>()));
+        Assert.All(lora.Modules, m => Assert.True(m.Tensors.All(t => t.isfinite().all().item<bool>())));
     }
 
     [Fact]
@@ -268,8 +268,8 @@ public sealed class TrainingEngineExtrasTests
         using var temp = new TempDirectory();
         var plain = await Tiny(temp, 5, "plain").Build().TrainAsync();
         var cached = await Tiny(temp, 5, "cached").WithLatentCaching().Build().TrainAsync();
-        using var expected = TorchPickleReader.Open(plain.WeightsPath);
-        using var actual = TorchPickleReader.Open(cached.WeightsPath);
+        using var expected = TorchPickleReader.Open(plain.LoraPath);
+        using var actual = TorchPickleReader.Open(cached.LoraPath);
         foreach (var info in expected.Tensors)
         {
             using var a = expected.Read(info.Name);
@@ -285,7 +285,7 @@ public sealed class TrainingEngineExtrasTests
         var losses = new List<double>();
         var result = await Tiny(temp, 4).WithMixedPrecision(MixedPrecision.Bf16).WithObserver(new LossRecorder(losses)).Build().TrainAsync();
         Assert.All(losses, l => Assert.True(double.IsFinite(l)));
-        using var reader = TorchPickleReader.Open(result.WeightsPath);
+        using var reader = TorchPickleReader.Open(result.LoraPath);
         Assert.All(reader.Tensors, t => Assert.Equal(ScalarType.Float32, t.DType));
     }
 
@@ -299,10 +299,10 @@ public sealed class TrainingEngineExtrasTests
         var result = await Tiny(temp, 4).WithCheckpointEvery(2).WithLogger(logger).WithHooks(hooks).WithObserver(new LossRecorder(progress)).Build().TrainAsync();
         Assert.True(double.IsNaN(progress[1]));
         Assert.Contains(logger.Entries, e => e.Message.Contains("Step 2", StringComparison.Ordinal) && e.Message.Contains("sketch-", StringComparison.Ordinal));
-        foreach (var file in new[] { result.WeightsPath, Path.Combine(temp.File("output"), "checkpoint-step-2", "lora_weights.pt") })
+        foreach (var file in new[] { result.LoraPath, Path.Combine(temp.File("output"), "checkpoint-step-2", "lora_weights.pt") })
         {
             using var lora = LoraWeights.Load(file);
-            Assert.All(lora.Modules, m => Assert.True(m.Up.isfinite().all().item<bool>() && m.Down.isfinite().all().item<bool>(), file));
+            Assert.All(lora.Modules, m => Assert.True(m.Tensors.All(t => t.isfinite().all().item<bool>()), file));
         }
     }
 

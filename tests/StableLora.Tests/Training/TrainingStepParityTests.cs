@@ -1,4 +1,3 @@
-using StableLora.AttentionProcessors;
 using StableLora.IO;
 using StableLora.Schedulers;
 using StableLora.Tests.Infrastructure;
@@ -47,11 +46,10 @@ public sealed class TrainingStepParityTests
         using var unet = UnetParityTests.LoadFixtureUnet();
         foreach (var parameter in unet.parameters())
             parameter.requires_grad = false;
-        var content = LoraFileReader.Read(Path.Combine(FixturePaths.TinySd, "lora_weights.pt"));
-        using var network = LoraNetwork.FromWeights(unet, content.Path, content.Modules);
-        network.Attach(unet);
+        using var network = TestLora.FromFile(Path.Combine(FixturePaths.TinySd, "lora_weights.pt"), unet);
+        network.Attach();
         unet.train();
-        var parameters = network.NamedParameters().ToList();
+        var parameters = network.NamedParameters().Select(p => (Name: TestLora.SeedName(p.Name), p.Parameter)).ToList();
         using var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
 
         var noisy = ExpectedTensors.Read(File, "noisy_latents");
