@@ -86,7 +86,10 @@ internal static class LoraFileWriter
     internal static Dictionary<string, string> KohyaMetadata(IReadOnlyList<LoraModuleWeights> modules, LoraExportMetadata metadata)
     {
         bool IsConv(LoraModuleWeights m) => m.Down.dim() == 4 && m.Down.shape[2] > 1;
-        var network = modules.Where(m => !IsConv(m) && ModuleKeys.IsUnet(m.Key)).DefaultIfEmpty(modules.First(m => !IsConv(m) || true)).ToList();
+        // ss_network_dim/alpha describe the UNet's Linear modules; a file without any falls back to whatever it holds.
+        var network = modules.Where(m => !IsConv(m) && ModuleKeys.IsUnet(m.Key)).ToList();
+        if (network.Count == 0)
+            network = modules.Where(m => !IsConv(m)).DefaultIfEmpty(modules[0]).ToList();
         var convs = modules.Where(IsConv).ToList();
         var args = new SortedDictionary<string, string>(StringComparer.Ordinal);
         if (convs.Count > 0)
