@@ -74,6 +74,9 @@ internal sealed class BenchCommand
         var progress = new ConsoleLines("[bench] ");
         var report = LoraBenchmark.Run(options, progress);
         Console.WriteLine(report.ToMarkdown());
+        if (CpuKernels.Report is { } kernels)
+            Console.WriteLine($"CPU kernels on {kernels.Cpu}: check {kernels.Mode}{(kernels.Checked ? $", checked in {kernels.CheckTime.TotalMilliseconds:F0} ms" : "")}, "
+                + $"{(kernels.Defects.Count == 0 ? "no defects" : $"{kernels.Defects.Count} defect(s)")}, fallback {kernels.Fallback}");
         if (result.GetValue(_json) is { } json)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
