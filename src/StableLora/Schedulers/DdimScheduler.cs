@@ -29,6 +29,11 @@ internal sealed class DdimScheduler : SchedulerBase
         _spacing = ConfigValues.Spacing(config, TimestepSpacing.Leading);
         _prediction = ConfigValues.Prediction(config, ClassName, PredictionType.Epsilon, PredictionType.Sample, PredictionType.VPrediction);
         ConfigValues.RejectThresholding(config);
+        if (config.RescaleBetasZeroSnr == true && _prediction == PredictionType.Epsilon)
+        {
+            throw config.Unsupported("rescale_betas_zero_snr", true,
+                "zero terminal SNR makes alpha_cumprod[999] 0, where an epsilon prediction gives no sample (diffusers divides by zero); use it with prediction_type 'v_prediction'");
+        }
         _clipSample = config.ClipSample ?? true;
         _clipRange = (float)(config.ClipSampleRange ?? 1.0);
         _finalAlphaProd = (config.SetAlphaToOne ?? true) ? 1f : AlphaProd(0);

@@ -20,8 +20,8 @@ internal static class KarrasSigmas
         return NumpyMath.Linspace(0, 1, count).Select(r => Math.Pow(firstInvRho + r * (lastInvRho - firstInvRho), Rho)).ToArray();
     }
 
-    /// <summary>np.log of the float32 training sigmas, itself float32 (as a correctly rounded logf).</summary>
-    public static float[] LogSigmas(float[] trainingSigmas) => trainingSigmas.Select(s => (float)Math.Log(s)).ToArray();
+    /// <summary>np.log of the float32 training sigmas, itself float32, with NumPy's own float32 log.</summary>
+    public static float[] LogSigmas(float[] trainingSigmas) => trainingSigmas.Select(NumpyMath.LogFloat32).ToArray();
 
     /// <summary>
     /// diffusers' <c>_sigma_to_t</c>: the training timestep whose log sigma is <paramref name="sigma"/>'s, interpolated

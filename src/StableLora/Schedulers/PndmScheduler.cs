@@ -5,8 +5,9 @@ namespace StableLora.Schedulers;
 
 /// <summary>
 /// diffusers' <c>PNDMScheduler</c>: pseudo numerical methods for diffusion models. With <c>skip_prk_steps</c> (the SD 1.5
-/// config) it is PLMS, a linear multistep method that runs N + 1 steps (the second timestep is used twice); without it,
-/// 12 Runge-Kutta (PRK) warm-up steps over the last four timesteps come first.
+/// config) it is PLMS, a linear multistep method that runs N + 1 steps for N &gt;= 2 (the second timestep is used twice)
+/// and 1 for N = 1; without it, 12 Runge-Kutta (PRK) warm-up steps over the last four timesteps come first (N - 3 + 12
+/// steps in all, N &gt;= 4).
 /// </summary>
 internal sealed class PndmScheduler : SchedulerBase
 {
@@ -43,15 +44,19 @@ internal sealed class PndmScheduler : SchedulerBase
     {
         CheckInferenceSteps(numInferenceSteps, _trainSteps);
         if (!_skipPrkSteps && numInferenceSteps < PndmOrder)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, $"PNDMScheduler with PRK steps needs at least {PndmOrder} inference steps.");
+        {
+            throw new InvalidOptionsException(nameof(GenerationOptions.Steps), numInferenceSteps,
+                $"PNDMScheduler with skip_prk_steps false runs Runge-Kutta warm-up steps over the last {PndmOrder} timesteps and needs at least {PndmOrder} steps (diffusers fails too)");
+        }
         _stepRatio = _trainSteps / numInferenceSteps;
         var ascending = TimestepLayouts.PndmAscending(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
 
         long[] prk, plms;
         if (_skipPrkSteps)
         {
+            // np.concatenate([ts[:-1], ts[-2:-1], ts[-1:]])[::-1]: the second-to-last timestep twice; one step has just [t].
             prk = [];
-            plms = [.. ascending[..^1], ascending[^2], ascending[^1]];
+            plms = [.. ascending[..^1], .. ascending[Math.Max(0, ascending.Length - 2)..^1], ascending[^1]];
             Array.Reverse(plms);
         }
         else

@@ -77,13 +77,16 @@ internal abstract class SchedulerBase : IScheduler
 
     protected void ReplaceTimesteps(double[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float64));
 
+    /// <exception cref="InvalidOptionsException">Fewer than 1 or more than <paramref name="trainTimesteps"/> steps.</exception>
     protected void CheckInferenceSteps(int numInferenceSteps, int trainTimesteps)
     {
         if (numInferenceSteps < 1)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, $"{ClassName}: at least one inference step is needed.");
+            throw new InvalidOptionsException(nameof(GenerationOptions.Steps), numInferenceSteps, "must be at least 1");
         if (numInferenceSteps > trainTimesteps)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps,
-                $"{ClassName}: cannot take more inference steps than the {trainTimesteps} training timesteps.");
+        {
+            throw new InvalidOptionsException(nameof(GenerationOptions.Steps), numInferenceSteps,
+                $"must not exceed the scheduler's num_train_timesteps {trainTimesteps} ({ClassName})");
+        }
     }
 
     protected void CheckStepIndex(int stepIndex)

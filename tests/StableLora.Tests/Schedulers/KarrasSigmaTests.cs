@@ -118,4 +118,25 @@ public sealed class KarrasSigmaTests
         double w = (Math.Log(trainingSigmas[low]) - logSigma) / (Math.Log(trainingSigmas[low]) - Math.Log(trainingSigmas[low + 1]));
         return low + Math.Clamp(w, 0, 1);
     }
+
+    /// <summary>
+    /// Bit patterns (input, np.log output) from NumPy 1.24.2's float32 log on an AVX2/AVX512F CPU: SD training sigmas whose
+    /// NumPy log is 1 or 2 ulp from the correctly rounded one, the sqrt(1/2) boundary of its range reduction, a
+    /// denormal and FLT_MIN.
+    /// </summary>
+    [Theory]
+    [InlineData(1061831033, -1099871031)] // t=285: sigma 0.79006153, +2 ulp from the correctly rounded log
+    [InlineData(1065525445, 1017543985)] // t=360: sigma 1.0205313, -2 ulp
+    [InlineData(1034607053, -1071712500)] // t=7: sigma 0.083423235, +1 ulp
+    [InlineData(1044216970, -1076366166)] // t=35: sigma 0.18504539, -1 ulp
+    [InlineData(0x3F3504F3, -1095667176)] // 0.70710677
+    [InlineData(0x3F3504F4, -1095667179)] // 0.7071068
+    [InlineData(0x3F800000, 0)] // 1
+    [InlineData(0x000AE398, -1028417019)] // 1e-39 (denormal)
+    [InlineData(0x00800000, -1028740016)] // FLT_MIN
+    public void Float32LogIsNumpysNotTheCorrectlyRoundedOne(int inputBits, int expectedBits)
+    {
+        float log = NumpyMath.LogFloat32(BitConverter.Int32BitsToSingle(inputBits));
+        Assert.Equal(expectedBits, BitConverter.SingleToInt32Bits(log));
+    }
 }

@@ -42,7 +42,7 @@ public sealed class NoiseScheduleTests
     {
         var config = SchedulerFixture.Sd15Config();
         using var plain = new DdimScheduler(config);
-        using var rescaled = new DdimScheduler(config with { RescaleBetasZeroSnr = true });
+        using var rescaled = new DdimScheduler(config with { RescaleBetasZeroSnr = true, PredictionType = "v_prediction" });
         float[] before = plain.AlphasCumprod.data<float>().ToArray();
         float[] after = rescaled.AlphasCumprod.data<float>().ToArray();
         Assert.Equal(0f, after[^1]);

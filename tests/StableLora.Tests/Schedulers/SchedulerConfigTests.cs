@@ -196,7 +196,7 @@ public sealed class SchedulerConfigTests
     {
         var config = SchedulerFixture.Sd15Config();
         using var sigmoid = SchedulerFactory.Create(SchedulerKind.Ddpm, config with { BetaSchedule = "sigmoid" });
-        using var cosine = SchedulerFactory.Create(SchedulerKind.Ddim, config with { BetaSchedule = "squaredcos_cap_v2", RescaleBetasZeroSnr = true });
+        using var cosine = SchedulerFactory.Create(SchedulerKind.Ddim, config with { BetaSchedule = "squaredcos_cap_v2", RescaleBetasZeroSnr = true, PredictionType = "v_prediction" });
         using var deis = SchedulerFactory.Create(SchedulerKind.DpmSolverMultistep, config with { AlgorithmType = "deis", SolverType = "bh2", SolverOrder = 3 });
         using var vEuler = SchedulerFactory.Create(SchedulerKind.EulerDiscrete, config with { PredictionType = "v_prediction", TimestepSpacing = "trailing" });
         using var prk = SchedulerFactory.Create(SchedulerKind.Pndm, config with { SkipPrkSteps = false });

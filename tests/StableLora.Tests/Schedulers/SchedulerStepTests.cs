@@ -159,8 +159,8 @@ public sealed class SchedulerStepTests(ITestOutputHelper output)
     {
         using var scope = torch.NewDisposeScope();
         using var scheduler = SchedulerFactory.Create(kind, SchedulerFixture.Sd15Config());
-        Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.SetTimesteps(0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.SetTimesteps(1001));
+        Assert.Equal("Steps", Assert.Throws<InvalidOptionsException>(() => scheduler.SetTimesteps(0)).Errors[0].Option);
+        Assert.Equal("Steps", Assert.Throws<InvalidOptionsException>(() => scheduler.SetTimesteps(1001)).Errors[0].Option);
         scheduler.SetTimesteps(5);
         var sample = torch.zeros(1, 4, 2, 2);
         Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.ScaleModelInput(sample, 5));

@@ -60,7 +60,7 @@ public sealed class TimestepLayoutTests
         long[] prk = [901, 851, 851, 801, 801, 751, 751, 701, 701, 651, 651, 601];
         long[] plms = [601, 501, 401, 301, 201, 101, 1];
         Assert.Equal(prk.Concat(plms), scheduler.Timesteps.data<long>().ToArray());
-        Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.SetTimesteps(3));
+        Assert.Contains("skip_prk_steps", Assert.Throws<InvalidOptionsException>(() => scheduler.SetTimesteps(3)).Message);
     }
 
     [Fact]
