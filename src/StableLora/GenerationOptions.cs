@@ -4,7 +4,8 @@ namespace StableLora;
 
 /// <summary>
 /// The settings of one text-to-image call, with diffusers' <c>StableDiffusionPipeline</c> defaults. Everything is
-/// checked when <see cref="StableDiffusionGenerator.Generate"/> is called.
+/// checked when <see cref="StableDiffusionGenerator.Generate"/> is called, which throws an
+/// <see cref="InvalidOptionsException"/> naming every option that is out of range.
 /// </summary>
 public sealed record GenerationOptions
 {
@@ -17,7 +18,7 @@ public sealed record GenerationOptions
     /// <summary>Image height in pixels, a multiple of the VAE factor (8 for SD); null: the model's default.</summary>
     public int? Height { get; init; }
 
-    /// <summary>Denoising steps.</summary>
+    /// <summary>Denoising steps, from 1 to the scheduler's num_train_timesteps (1000 for SD); 4 or more for PNDM with skip_prk_steps false.</summary>
     /// <value>The default value is 50 (diffusers' default).</value>
     public int Steps { get; init; } = 50;
 
@@ -43,9 +44,12 @@ public sealed record GenerationOptions
     public double LoraScale { get; init; } = 1.0;
 }
 
-/// <summary>A snapshot of generation progress after each denoising step.</summary>
-/// <param name="Step">Steps done (1 after the first).</param>
-/// <param name="TotalSteps">Steps in this call (PNDM takes one more than asked, as in diffusers).</param>
+/// <summary>A snapshot of generation progress after each denoising step (one UNet evaluation).</summary>
+/// <param name="Step">UNet evaluations done (1 after the first); never more than <paramref name="TotalSteps"/>, and the last report of a call equals it.</param>
+/// <param name="TotalSteps">
+/// UNet evaluations in this call (<see cref="StableDiffusionGenerator.ModelEvaluationCount"/>): the steps asked for,
+/// except that PNDM, as in diffusers, makes one more from 2 steps on (and 9 more with Runge-Kutta warm-up steps).
+/// </param>
 /// <param name="Elapsed">Time since the call started.</param>
 public readonly record struct GenerationProgress(int Step, int TotalSteps, TimeSpan Elapsed);
 

@@ -63,7 +63,11 @@ public sealed class StableDiffusionGenerator : IDisposable
     /// <param name="options">Size, steps, guidance, seed, ...; null for the defaults.</param>
     /// <param name="progress">Receives a report after each denoising step.</param>
     /// <param name="cancellationToken">Checked before each step.</param>
-    /// <exception cref="ArgumentException">An option is invalid (size not a multiple of 8, steps below 1, negative guidance, ...).</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="prompt"/> is null.</exception>
+    /// <exception cref="InvalidOptionsException">
+    /// An option is invalid (size not a multiple of 8, steps below 1 or above the scheduler's num_train_timesteps, a
+    /// guidance scale that is negative or not a number, ...); every problem is listed, naming the option and its value.
+    /// </exception>
     public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<GenerationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
@@ -82,6 +86,24 @@ public sealed class StableDiffusionGenerator : IDisposable
                 width, height, _model.Name, ModelHash(), _loras.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
                 $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
             return new GenerationResult(images, seed, parameters);
+        }
+    }
+
+    /// <summary>
+    /// The number of UNet evaluations (denoising loop steps, one progress report each) that <see cref="Generate"/> makes
+    /// for <paramref name="steps"/>: the <see cref="GenerationProgress.TotalSteps"/> of its reports. It equals
+    /// <paramref name="steps"/> except for PNDM, which, as in diffusers, evaluates the second timestep twice (PLMS:
+    /// steps + 1 from 2 steps on) or runs 12 Runge-Kutta warm-up evaluations (skip_prk_steps false: steps + 9), and
+    /// DPM-Solver++ with Karras sigmas, which drops timesteps that round to the same value.
+    /// </summary>
+    /// <param name="steps">The steps asked for (<see cref="GenerationOptions.Steps"/>).</param>
+    /// <exception cref="InvalidOptionsException">The scheduler cannot run <paramref name="steps"/> steps.</exception>
+    public int ModelEvaluationCount(int steps)
+    {
+        lock (_gate)
+        {
+            _scheduler.SetTimesteps(steps);
+            return _scheduler.StepCount;
         }
     }
 
@@ -116,7 +138,8 @@ public sealed class StableDiffusionGenerator : IDisposable
             SchedulerKind.EulerAncestralDiscrete => "Euler a",
             _ => "DPM++ 2M",
         };
-        return _scheduler.Config.UseKarrasSigmas == true ? name + " Karras" : name;
+        bool karras = _scheduler.Config.UseKarrasSigmas == true && _scheduler.Kind is SchedulerKind.EulerDiscrete or SchedulerKind.DpmSolverMultistep;
+        return karras ? name + " Karras" : name;
     }
 
     /// <summary>A1111's short model hash: the first 10 hex digits of the sha256 of the checkpoint file, or of a pipeline's UNet weights file (computed once).</summary>
@@ -170,8 +193,11 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <summary>The sampler; without it the model's own scheduler config decides (PNDM for SD 1.5).</summary>
     /// <param name="kind">The scheduler.</param>
     /// <param name="karrasSigmas">Use Karras sigmas (Euler and DPM-Solver++ only).</param>
+    /// <exception cref="InvalidOptionsException">Karras sigmas asked for a scheduler that has none.</exception>
     public StableDiffusionGeneratorBuilder WithScheduler(SchedulerKind kind, bool karrasSigmas = false)
     {
+        if (karrasSigmas && kind is not (SchedulerKind.EulerDiscrete or SchedulerKind.DpmSolverMultistep))
+            throw new InvalidOptionsException(nameof(karrasSigmas), true, $"Karras sigmas exist for the Euler and DPM-Solver++ schedulers only, not {SchedulerKindNames.CliName(kind)}");
         _scheduler = kind;
         _karras = karrasSigmas;
         return this;

@@ -15,8 +15,8 @@ internal static class ExitCodes
     public static (int Code, string Message) For(Exception error) => error switch
     {
         OperationCanceledException => (Cancelled, "cancelled"),
-        InvalidOptionsException e => (BadArguments, e.Message),
-        ArgumentException e => (BadArguments, e.Message),
+        InvalidOptionsException e => (BadArguments, FirstLine(e.Message)),
+        ArgumentException e => (BadArguments, FirstLine(e.Message)),
         InvalidModelFileException e => (BadFiles, e.Message),
         Data.InvalidImageException e => (BadFiles, e.Message),
         FileNotFoundException e => (BadFiles, e.Message),

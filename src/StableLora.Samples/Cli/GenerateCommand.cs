@@ -45,6 +45,8 @@ internal sealed class GenerateCommand
             .WithHubOptions(_modelSource.Hub(result))
             .WithLogger(logger);
         string scheduler = result.GetValue(_scheduler)!;
+        if (scheduler.Length == 0 && result.GetValue(_karras))
+            throw new InvalidOptionsException("--karras", "true", "name the scheduler too: --scheduler euler or --scheduler dpmpp-2m");
         if (scheduler.Length > 0)
             builder.WithScheduler(SchedulerKindNames.Parse(scheduler), result.GetValue(_karras));
         foreach (var spec in result.GetValue(_lora) ?? Array.Empty<string>())
@@ -72,7 +74,8 @@ internal sealed class GenerateCommand
             Height = result.GetValue(_height),
             ImageCount = result.GetValue(_count),
         };
-        using var images = await ProgressDisplay.RunAsync("generate", options.Steps, report =>
+        // The total is the number of UNet evaluations, which PNDM makes one more of than steps (as diffusers does).
+        using var images = await ProgressDisplay.RunAsync("generate", generator.ModelEvaluationCount(options.Steps), report =>
             generator.GenerateAsync(result.GetValue(_prompt)!, options, new StepReporter(p => report(p.Step, "")), cancellationToken)).ConfigureAwait(false);
         foreach (var path in images.SaveAll(result.GetValue(_out)!))
             Console.WriteLine(path);

@@ -22,6 +22,7 @@ internal static class TextToImage
     {
         ArgumentNullException.ThrowIfNull(prompt);
         var (width, height) = CheckOptions(model, options);
+        scheduler.SetTimesteps(options.Steps);
         var unet = model.Unet;
         var device = unet.Spec.Device;
         var dtype = unet.Spec.DType;
@@ -41,7 +42,6 @@ internal static class TextToImage
             conditioning = cat(new[] { unconditional, conditioning }, 0);
         }
 
-        scheduler.SetTimesteps(options.Steps);
         ulong seed = options.Seed ?? (ulong)Random.Shared.NextInt64(0, uint.MaxValue);
         using var generator = new Generator(seed, CPU);
         long[] shape = { count, unet.Config.InChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
@@ -49,7 +49,11 @@ internal static class TextToImage
         if (options.InitialLatents is { } given)
         {
             if (!given.shape.SequenceEqual(shape))
-                throw new ArgumentException($"InitialLatents has shape [{string.Join(", ", given.shape)}] but this call needs [{string.Join(", ", shape)}]", nameof(options));
+            {
+                throw new InvalidOptionsException(nameof(options.InitialLatents), $"[{string.Join(", ", given.shape)}]",
+                    $"this call needs latents of shape [{string.Join(", ", shape)}] (ImageCount, latent channels, Height / {model.VaeScaleFactor}, Width / {model.VaeScaleFactor})");
+            }
+
             latents = given.to(dtype, device).Times(scheduler.InitNoiseSigma);
         }
         else
@@ -93,23 +97,36 @@ internal static class TextToImage
         return images.MoveToOuterDisposeScope();
     }
 
+    /// <summary>Every problem with <paramref name="options"/> at once, each naming the option and its value.</summary>
+    /// <exception cref="InvalidOptionsException">An option is out of range.</exception>
     private static (int Width, int Height) CheckOptions(StableDiffusionModel model, GenerationOptions options)
     {
         int factor = model.VaeScaleFactor;
         int width = options.Width ?? model.DefaultImageSize;
         int height = options.Height ?? model.DefaultImageSize;
-        if (width <= 0 || width % factor != 0)
-            throw new ArgumentException($"Width {width} must be a positive multiple of {factor} (the VAE's scale factor)", nameof(options));
-        if (height <= 0 || height % factor != 0)
-            throw new ArgumentException($"Height {height} must be a positive multiple of {factor} (the VAE's scale factor)", nameof(options));
-        if (options.Steps < 1)
-            throw new ArgumentException($"Steps {options.Steps} must be at least 1", nameof(options));
-        if (!(options.GuidanceScale >= 0) || double.IsInfinity(options.GuidanceScale))
-            throw new ArgumentException($"GuidanceScale {options.GuidanceScale.ToString(CultureInfo.InvariantCulture)} must be 0 or more", nameof(options));
-        if (options.ImageCount < 1)
-            throw new ArgumentException($"ImageCount {options.ImageCount} must be at least 1", nameof(options));
-        if (!double.IsFinite(options.LoraScale))
-            throw new ArgumentException("LoraScale must be a finite number", nameof(options));
+        var errors = new List<OptionError>();
+        void Check(bool ok, string option, object? value, string message)
+        {
+            if (!ok)
+                errors.Add(new OptionError(option, value is null ? null : Convert.ToString(value, CultureInfo.InvariantCulture), message));
+        }
+
+        Check(width > 0 && width % factor == 0, nameof(options.Width), width, $"must be a positive multiple of {factor} (the VAE's scale factor)");
+        Check(height > 0 && height % factor == 0, nameof(options.Height), height, $"must be a positive multiple of {factor} (the VAE's scale factor)");
+        Check(options.Steps >= 1, nameof(options.Steps), options.Steps, "must be at least 1");
+        Check(double.IsFinite(options.GuidanceScale) && options.GuidanceScale >= 0, nameof(options.GuidanceScale), options.GuidanceScale,
+            "must be a finite number, 0 or more (at 1 or below no unconditional pass is made)");
+        Check(options.ImageCount >= 1, nameof(options.ImageCount), options.ImageCount, "must be at least 1");
+        Check(double.IsFinite(options.LoraScale), nameof(options.LoraScale), options.LoraScale, "must be a finite number");
+        if (options.InitialLatents is { } latents)
+        {
+            Check(!latents.IsInvalid, nameof(options.InitialLatents), "(disposed)", "the tensor has been disposed");
+            if (!latents.IsInvalid)
+                Check(latents.is_floating_point(), nameof(options.InitialLatents), latents.dtype, "must be a floating-point tensor");
+        }
+
+        if (errors.Count > 0)
+            throw new InvalidOptionsException(errors);
         return (width, height);
     }
 

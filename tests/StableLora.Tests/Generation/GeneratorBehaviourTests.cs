@@ -57,9 +57,9 @@ public sealed class GeneratorBehaviourTests(Xunit.Abstractions.ITestOutputHelper
     public void BadOptionsAreRejectedAndAnEmptyPromptIsAllowed()
     {
         using var generator = Tiny();
-        Assert.Contains("multiple of 2", Assert.Throws<ArgumentException>(() => generator.Generate("x", new GenerationOptions { Width = 17 })).Message);
-        Assert.Contains("Steps 0", Assert.Throws<ArgumentException>(() => generator.Generate("x", new GenerationOptions { Steps = 0 })).Message);
-        Assert.Contains("GuidanceScale -1", Assert.Throws<ArgumentException>(() => generator.Generate("x", new GenerationOptions { GuidanceScale = -1 })).Message);
+        Assert.Contains("multiple of 2", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { Width = 17 })).Message);
+        Assert.Contains("Steps = 0", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { Steps = 0 })).Message);
+        Assert.Contains("GuidanceScale = -1", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { GuidanceScale = -1 })).Message);
         using var empty = generator.Generate("", new GenerationOptions { Steps = 2, Seed = 1 });
         Assert.Equal(1, empty.Count);
         var error = Assert.Throws<ArgumentException>(() => SchedulerKindNames.Parse("k_lms"));

@@ -117,4 +117,50 @@ public sealed class CliTests
         Assert.Contains("broken.safetensors", brokenLora.Error);
         Assert.False(File.Exists(temp.File("x.pt")));
     }
+
+    /// <summary>
+    /// The fixture's scheduler is SD 1.5's PNDM (PLMS): 1 step is one UNet evaluation at timestep 1, 2 steps are three
+    /// (501, 1, 1), and the progress line counts evaluations, never past its total.
+    /// </summary>
+    [Theory]
+    [InlineData("1", 1)]
+    [InlineData("2", 3)]
+    [InlineData("3", 4)]
+    public async Task GenerateWithThePndmOfTheModelCountsUNetEvaluations(string steps, int evaluations)
+    {
+        using var temp = new TempDirectory();
+        var result = await Run("generate", "--model", FixturePaths.TinyPipeline, "--prompt", "a sketch", "--steps", steps, "--seed", "3",
+            "--out", temp.File("images"), "--device", "cpu");
+        Assert.True(result.Code == 0, result.Error);
+        Assert.True(File.Exists(temp.File("images/3-0.png")));
+        var progress = result.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith("generate ", StringComparison.Ordinal)).ToList();
+        Assert.Equal($"generate {evaluations}/{evaluations}", progress[^1]);
+        Assert.All(progress, line =>
+        {
+            var parts = line["generate ".Length..].Split('/');
+            Assert.True(int.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) <= int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture), line);
+        });
+    }
+
+    [Theory]
+    [InlineData(new[] { "--steps", "0" }, "Steps = 0")]
+    [InlineData(new[] { "--steps", "1001" }, "Steps = 1001")]
+    [InlineData(new[] { "--guidance", "NaN" }, "GuidanceScale = NaN")]
+    [InlineData(new[] { "--width", "17" }, "Width = 17")]
+    [InlineData(new[] { "--count", "0" }, "ImageCount = 0")]
+    [InlineData(new[] { "--scheduler", "ddim", "--karras" }, "karrasSigmas")]
+    [InlineData(new[] { "--karras" }, "--karras")]
+    [InlineData(new[] { "--scheduler", "lms" }, "Unknown scheduler 'lms'")]
+    public async Task BadGenerateOptionsExitWithTwoAndOneLineNamingTheOption(string[] flags, string mention)
+    {
+        using var temp = new TempDirectory();
+        var result = await Run(["generate", "--model", FixturePaths.TinyPipeline, "--out", temp.File("images"), "--device", "cpu", .. flags]);
+        Assert.Equal(ExitCodes.BadArguments, result.Code);
+        Assert.Contains(mention, result.Error, StringComparison.Ordinal);
+        Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("Exception", result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("internal error", result.Error, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(temp.File("images")));
+    }
 }
