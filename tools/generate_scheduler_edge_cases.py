@@ -6,7 +6,7 @@ created the way a pipeline folder's scheduler is, `<Class>.from_config(config)`,
 
   timesteps          scheduler.timesteps after set_timesteps(steps) (and their dtype)
   init_noise_sigma   float(scheduler.init_noise_sigma)
-  sigmas             scheduler.sigmas (Euler and Euler ancestral only)
+  sigmas             scheduler.sigmas (Euler and Euler ancestral only; not for 999 and 1000 steps)
   model_input_0      scale_model_input(initial sample, timesteps[0])
   final_sample       the sample after the whole loop
       sample = INITIAL * init_noise_sigma
@@ -26,7 +26,9 @@ The config keys varied are those SD 1.x/2.x scheduler_config.json files carry an
 steps_offset, prediction_type, beta_schedule, set_alpha_to_one, skip_prk_steps, clip_sample (+ clip_sample_range),
 thresholding, rescale_betas_zero_snr, variance_type, use_karras_sigmas, interpolation_type, solver_order, solver_type,
 algorithm_type, lower_order_final, lambda_min_clipped. Steps 0 and 1001 (> num_train_timesteps) record only whether
-set_timesteps raises and how many timesteps it makes.
+set_timesteps raises and how many timesteps it makes; steps 999 and 1000 run the loop but record only the number of
+timesteps and the first three (timestep_count, first_timesteps) instead of all of them (SD's steps_offset 1 puts the
+first 'leading' timestep of 1000 steps at 1000, past the training schedule).
 
 Needs diffusers 0.21.4 (and its imports: huggingface_hub, numpy, torch). Usage, from the repository root:
   PYTHONPATH=<diffusers-0.21.4>/src:<huggingface_hub-0.17.3>/src /usr/bin/python3 tools/generate_scheduler_edge_cases.py
@@ -91,7 +93,7 @@ EXTRA = {
     "DPMSolverMultistepScheduler": [{"use_karras_sigmas": True}, {"solver_order": 1}, {"solver_order": 3}, {"solver_type": "heun"},
                                     {"lower_order_final": False}, {"solver_order": 3, "lower_order_final": False},
                                     {"algorithm_type": "dpmsolver"}, {"algorithm_type": "sde-dpmsolver++"},
-                                    {"thresholding": True}, {"lambda_min_clipped": -5.1},
+                                    {"thresholding": True}, {"lambda_min_clipped": -5.1}, {"lambda_min_clipped": 10.0},
                                     {"use_karras_sigmas": True, "prediction_type": "v_prediction"}],
 }
 
@@ -114,7 +116,7 @@ def error_of(stage, e):
     return {"stage": stage, "type": type(e).__name__, "message": message[:300]}
 
 
-def run_case(class_name, overrides, steps, loop=True):
+def run_case(class_name, overrides, steps, loop=True, summary=False):
     with open(SD15_CONFIG) as f:
         config = json.load(f)
     config.update(overrides)
@@ -134,10 +136,14 @@ def run_case(class_name, overrides, steps, loop=True):
     if not loop:
         case["timestep_count"] = len(timesteps)
         return case
-    case["timesteps"] = timestep_values(timesteps)
+    if summary:
+        case["timestep_count"] = len(timesteps)
+        case["first_timesteps"] = timestep_values(timesteps[:3])
+    else:
+        case["timesteps"] = timestep_values(timesteps)
     case["timesteps_dtype"] = str(timesteps.dtype).replace("torch.", "")
     case["init_noise_sigma"] = float(scheduler.init_noise_sigma)
-    if class_name in ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"):
+    if class_name in ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler") and not summary:
         case["sigmas"] = f32(scheduler.sigmas.numpy())
     generator = torch.Generator().manual_seed(SEED) if class_name in STOCHASTIC else None
     sample = torch.tensor(INITIAL, dtype=torch.float32).reshape(SHAPE) * scheduler.init_noise_sigma
@@ -169,6 +175,8 @@ def main():
                 cases.append(run_case(class_name, overrides, steps))
         for steps in (0, 1001):
             cases.append(run_case(class_name, {}, steps, loop=False))
+        for steps in (999, 1000):
+            cases.append(run_case(class_name, {}, steps, summary=True))
     with open(SD15_CONFIG) as f:
         base = json.load(f)
     document = {

@@ -47,8 +47,9 @@ internal sealed class DdimScheduler : SchedulerBase
     public override void SetTimesteps(int numInferenceSteps)
     {
         CheckInferenceSteps(numInferenceSteps, _trainSteps);
+        var timesteps = CheckedTimesteps(TimestepLayouts.DdimFamily(_spacing, _trainSteps, numInferenceSteps, _stepsOffset), numInferenceSteps);
         _stepRatio = _trainSteps / numInferenceSteps;
-        _timestepValues = TimestepLayouts.DdimFamily(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
+        _timestepValues = timesteps;
         ReplaceTimesteps(_timestepValues);
     }
 

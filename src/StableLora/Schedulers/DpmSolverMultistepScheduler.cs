@@ -63,6 +63,11 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         _sigma = alphasCumprod.Select(a => MathF.Sqrt(1 - a)).ToArray();
         _lambda = _alpha.Zip(_sigma, (alpha, sigma) => MathF.Log(alpha) - MathF.Log(sigma)).ToArray();
         Sigmas = Schedule.TrainingSigmas.Select(s => (double)s).ToArray();
+        if (_lambda.All(l => l < _lambdaMinClipped))
+        {
+            throw config.Unsupported("lambda_min_clipped", _lambdaMinClipped,
+                $"it clips every training timestep (the largest lambda is {_lambda.Max().ToString("G6", System.Globalization.CultureInfo.InvariantCulture)}); diffusers then steps at timestep -1");
+        }
     }
 
     public override double InitNoiseSigma => 1.0;
@@ -93,7 +98,7 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
             Sigmas = Schedule.TrainingSigmas.Select(s => (double)s).ToArray();
         }
 
-        _timestepValues = FirstOccurrences(timesteps);
+        _timestepValues = CheckedTimesteps(FirstOccurrences(timesteps), numInferenceSteps);
         ReplaceTimesteps(_timestepValues);
         ResetState();
     }

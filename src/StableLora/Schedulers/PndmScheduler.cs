@@ -48,7 +48,7 @@ internal sealed class PndmScheduler : SchedulerBase
             throw new InvalidOptionsException(nameof(GenerationOptions.Steps), numInferenceSteps,
                 $"PNDMScheduler with skip_prk_steps false runs Runge-Kutta warm-up steps over the last {PndmOrder} timesteps and needs at least {PndmOrder} steps (diffusers fails too)");
         }
-        _stepRatio = _trainSteps / numInferenceSteps;
+        int stepRatio = _trainSteps / numInferenceSteps;
         var ascending = TimestepLayouts.PndmAscending(_spacing, _trainSteps, numInferenceSteps, _stepsOffset);
 
         long[] prk, plms;
@@ -61,12 +61,13 @@ internal sealed class PndmScheduler : SchedulerBase
         }
         else
         {
-            prk = PrkTimesteps(ascending[^PndmOrder..], _stepRatio / 2);
+            prk = PrkTimesteps(ascending[^PndmOrder..], stepRatio / 2);
             plms = ascending[..^3];
             Array.Reverse(plms);
         }
+        _timestepValues = CheckedTimesteps([.. prk, .. plms], numInferenceSteps);
+        _stepRatio = stepRatio;
         _prkStepCount = prk.Length;
-        _timestepValues = [.. prk, .. plms];
         ReplaceTimesteps(_timestepValues);
         ResetState();
     }

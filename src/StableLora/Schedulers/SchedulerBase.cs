@@ -71,6 +71,25 @@ internal abstract class SchedulerBase : IScheduler
     {
     }
 
+    /// <summary>
+    /// <paramref name="timesteps"/> if every one indexes the training schedule. A 'leading' layout with steps_offset can
+    /// start past the last training timestep (SD's steps_offset 1 at 1000 steps starts at 1000), where diffusers fails
+    /// with an IndexError in its first step.
+    /// </summary>
+    /// <exception cref="InvalidOptionsException">A timestep is outside [0, num_train_timesteps).</exception>
+    protected long[] CheckedTimesteps(long[] timesteps, int numInferenceSteps)
+    {
+        int trainSteps = Schedule.AlphasCumprod.Length;
+        long highest = timesteps.Length == 0 ? 0 : timesteps.Max();
+        long lowest = timesteps.Length == 0 ? 0 : timesteps.Min();
+        if (highest >= trainSteps || lowest < 0)
+        {
+            throw new InvalidOptionsException(nameof(GenerationOptions.Steps), numInferenceSteps,
+                $"{ClassName} with steps_offset {Config.StepsOffset ?? 0} would use timestep {(highest >= trainSteps ? highest : lowest)}, outside the {trainSteps} training timesteps 0..{trainSteps - 1} (diffusers fails too); use fewer steps");
+        }
+        return timesteps;
+    }
+
     protected void ReplaceTimesteps(long[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.int64));
 
     protected void ReplaceTimesteps(float[] timesteps) => ReplaceTimesteps(timesteps.Length, () => torch.tensor(timesteps, torch.float32));

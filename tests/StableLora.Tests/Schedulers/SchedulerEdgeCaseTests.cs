@@ -42,6 +42,8 @@ public sealed class SchedulerEdgeCaseTests(ITestOutputHelper output)
         if (config.TryGetProperty("rescale_betas_zero_snr", out var zeroSnr) && zeroSnr.GetBoolean()
             && (!config.TryGetProperty("prediction_type", out var prediction) || prediction.GetString() == "epsilon"))
             return "rescale_betas_zero_snr";
+        if (config.TryGetProperty("lambda_min_clipped", out var clip) && clip.ValueKind == JsonValueKind.Number && clip.GetDouble() > 5)
+            return "lambda_min_clipped";
         if (config.TryGetProperty("algorithm_type", out var algorithm) && algorithm.GetString() is not ("dpmsolver++" or "deis"))
             return "algorithm_type";
         if (fixtureCase.GetProperty("steps").GetInt32() < 1)
@@ -132,7 +134,8 @@ public sealed class SchedulerEdgeCaseTests(ITestOutputHelper output)
             if (fixtureCase.TryGetProperty("timestep_count", out var count))
             {
                 Assert.Equal(count.GetInt32(), scheduler.StepCount);
-                return true;
+                if (!fixtureCase.TryGetProperty("final_sample", out _))
+                    return true;
             }
 
             CheckTimesteps(fixtureCase, scheduler);
@@ -176,14 +179,19 @@ public sealed class SchedulerEdgeCaseTests(ITestOutputHelper output)
             return "Steps";
         if (fixtureCase.GetProperty("steps").GetInt32() < 1)
             return "Steps";
+        if (message.Contains("out of bounds", StringComparison.Ordinal))
+            return "Steps";
         throw new XunitException($"no expectation for diffusers' error {message}");
     }
 
     private static void CheckTimesteps(JsonElement fixtureCase, IScheduler scheduler)
     {
         string dtype = fixtureCase.GetProperty("timesteps_dtype").GetString()!;
-        var expected = fixtureCase.GetProperty("timesteps");
-        var actual = scheduler.Timesteps;
+        // Long schedules (999, 1000 steps) record their first three timesteps only.
+        bool firstOnly = fixtureCase.TryGetProperty("first_timesteps", out var expected);
+        if (!firstOnly)
+            expected = fixtureCase.GetProperty("timesteps");
+        var actual = firstOnly ? scheduler.Timesteps.slice(0, 0, 3, 1) : scheduler.Timesteps;
         switch (dtype)
         {
             case "int64":
