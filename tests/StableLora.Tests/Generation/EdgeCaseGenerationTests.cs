@@ -75,6 +75,7 @@ public sealed class EdgeCaseGenerationTests
     {
         { "Steps", new GenerationOptions { Steps = 0 } },
         { "Steps", new GenerationOptions { Steps = -5 } },
+        { "Steps", new GenerationOptions { Steps = 1000 } }, // SD's steps_offset 1 would start PNDM at timestep 1000
         { "Steps", new GenerationOptions { Steps = 1001 } },
         { "Steps", new GenerationOptions { Steps = int.MaxValue } },
         { "GuidanceScale", new GenerationOptions { GuidanceScale = double.NaN } },
