@@ -257,7 +257,19 @@ internal sealed class LoadedCheckpoint(string directory, TrainerState state, Saf
         return null;
     }
 
-    public Tensor? ReadOptimizerTensor(string name) => Read(optimizerPrefix + name);
+    /// <summary>An optimizer tensor (<c>&lt;parameter name&gt;.exp_avg</c> / <c>.exp_avg_sq</c>), with the old layout's parameter names read too.</summary>
+    public Tensor? ReadOptimizerTensor(string name)
+    {
+        if (Read(optimizerPrefix + name) is { } tensor)
+            return tensor;
+        foreach (string moment in new[] { ".exp_avg_sq", ".exp_avg" })
+        {
+            if (name.EndsWith(moment, StringComparison.Ordinal) && LegacyName(name[..^moment.Length]) is { } legacy)
+                return Read(optimizerPrefix + legacy + moment);
+        }
+
+        return null;
+    }
 
     public Tensor NoiseGeneratorState => Read(generatorKey) ?? throw new InvalidModelFileException(reader.Path, generatorKey, "missing from the checkpoint");
 

@@ -130,6 +130,59 @@ public sealed class KohyaNetworkTrainingTests
         Assert.Equal(("lora_kohya", 0.8), (parameters.Loras[0].Name, parameters.Loras[0].Weight));
     }
 
+    [Fact]
+    public async Task AKohyaNetworkWithTheTextEncoderResumesExactly()
+    {
+        using var temp = new TempDirectory();
+        var straight = await KohyaRun(temp).Build().TrainAsync();
+        var first = await KohyaRun(temp).WithMaxSteps(4).WithOutputDirectory(temp.File("resumed")).WithOptions(o => o with { MaxSteps = 2 }).Build().TrainAsync();
+        Assert.Equal(2, first.StepsCompleted);
+        var resumed = await KohyaRun(temp).WithOutputDirectory(temp.File("resumed")).WithResume("latest").Build().TrainAsync();
+        Assert.Equal(4, resumed.StepsCompleted);
+        using var a = LoraWeights.Load(straight.LoraPath);
+        using var b = LoraWeights.Load(resumed.LoraPath);
+        AssertSameModules(a, b);
+    }
+
+    /// <summary>Checkpoints written before LoRA lived on the layers named parameters and moments by the seed's keys; they resume to the same result.</summary>
+    [Fact]
+    public async Task ACheckpointInTheOldLayoutResumesExactly()
+    {
+        using var temp = new TempDirectory();
+        LoraTrainingBuilder Seed(string output) => LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline).WithDataset(Sketches(temp)).WithResolution(16)
+            .WithBatchSize(2).WithLearningRate(1e-3).WithMaxSteps(4).WithWarmupSteps(1).WithCheckpointEvery(2).WithDevice("cpu").WithSeed(5)
+            .WithOutputDirectory(temp.File(output));
+        var straight = await Seed("straight").Build().TrainAsync();
+
+        await Seed("old").WithOptions(o => o with { MaxSteps = 2 }).Build().TrainAsync();
+        string stateFile = temp.File("old/checkpoint-step-2/training_state.safetensors");
+        var renamed = new List<KeyValuePair<string, Tensor>>();
+        using (var state = SafetensorsReader.Open(stateFile))
+        {
+            foreach (var info in state.Tensors)
+                renamed.Add(new(OldName(info.Name), state.Read(info.Name)));
+        }
+
+        Assert.Contains(renamed, e => e.Key.EndsWith(".processor.to_out_lora.up.weight.exp_avg_sq", StringComparison.Ordinal));
+        SafetensorsWriter.Write(stateFile, renamed);
+        var resumed = await Seed("old").WithResume("latest").Build().TrainAsync();
+        Assert.Equal(File.ReadAllBytes(straight.WeightsPath!), File.ReadAllBytes(resumed.WeightsPath!));
+
+        static string OldName(string name)
+        {
+            foreach (string prefix in new[] { "lora.", "optimizer." })
+            {
+                if (!name.StartsWith(prefix, StringComparison.Ordinal))
+                    continue;
+                string rest = name[prefix.Length..];
+                string moment = rest.EndsWith(".exp_avg_sq", StringComparison.Ordinal) ? ".exp_avg_sq" : rest.EndsWith(".exp_avg", StringComparison.Ordinal) ? ".exp_avg" : "";
+                return prefix + TestLora.SeedName(rest[..^moment.Length]) + moment;
+            }
+
+            return name;
+        }
+    }
+
     private static void AssertSameModules(LoraWeights expected, LoraWeights actual)
     {
         var byKey = actual.Modules.Cast<LoraModuleWeights>().ToDictionary(m => m.Key);
