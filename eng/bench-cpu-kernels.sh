@@ -12,10 +12,10 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 dotnet build src/StableLora.Samples -c Release -v quiet -nologo >/dev/null
 run() { dotnet run --project src/StableLora.Samples -c Release --no-build -- "$@"; }
-common=(bench --arch sd15 --device cpu --resolution 64 --batch-sizes 1 --modes unet --warmup 2 --iters 5)
+common=(bench --arch sd15 --device cpu --resolution 64 --batch-sizes 1 --warmup 2 --iters 5)
 for round in $(seq 1 "$rounds"); do
   for mode in off on; do
-    run --cpu-kernel-check "$mode" "${common[@]}" --json "$out/kernels-$mode-$round.json" | tee "$out/kernels-$mode-$round.txt" | grep -E "train-unet|CPU kernels"
+    run --cpu-kernel-check "$mode" "${common[@]}" --modes unet --json "$out/kernels-$mode-$round.json" | tee "$out/kernels-$mode-$round.txt" | grep -E "train-unet|CPU kernels"
   done
 done
 for preset in "--targets attention" "--targets kohya" "--targets kohya --conv-rank 4" "--targets kohya --conv-rank 4 --train-text-encoder"; do
