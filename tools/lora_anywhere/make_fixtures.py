@@ -4,8 +4,8 @@ reference trainers' own network code, the dense weight deltas the reference comp
 the merged pipelines, and one kohya training step.
 
   kohya_locon_te   sd-scripts networks/lora.py create_network(dim 4, alpha 2, conv_dim 2, conv_alpha 1), U-Net + CLIP
-  loha             LyCORIS algo=loha (same targets and dims)
-  loha_tucker      LyCORIS algo=loha, use_tucker=True (3x3 convs get hada_t1/hada_t2)
+  loha             LyCORIS algo=loha (same targets and dims); the 3x3 convs of ResnetBlock2D use_tucker (hada_t1/hada_t2)
+                   through a preset module_algo_map, those of Downsample2D/Upsample2D do not
   lokr             LyCORIS algo=lokr (full lokr_w1; lokr_w2 full or lokr_w2_a/lokr_w2_b, as LyCORIS decides)
   lora_dora        LyCORIS algo=locon, dora_wd=True (current default wd_on_output=True: dora_scale [out, 1, ...])
   lora_dora_in     LyCORIS algo=locon, dora_wd=True, wd_on_output=False (the layout before LyCORIS 2025-04: [1, in, ...])
@@ -44,11 +44,13 @@ NETWORK_DIM = 4
 NETWORK_ALPHA = 2.0
 CONV_DIM = 2
 CONV_ALPHA = 1.0
+CONV_DIM_ARG, CONV_ALPHA_ARG = "2", "1"  # as --network_args "conv_dim=2" "conv_alpha=1" hands them over (strings)
 # Relative size of every module's delta: RMS(dW at multiplier 1) = REL * RMS(W) of the layer it modifies.
-REL = {"unet": 0.25, "te": 0.25}
+REL = {"unet": 0.3, "te": 0.3}
 DORA_SCALE_JITTER = 0.1  # dora_scale *= 1 + 0.1 * randn: magnitudes move too, not only directions
-SEEDS = {"kohya_locon_te": 1001, "loha": 1002, "loha_tucker": 1003, "lokr": 1004, "lora_dora": 1005,
-         "lora_dora_in": 1006}
+SEEDS = {"kohya_locon_te": 1001, "loha": 1002, "lokr": 1004, "lora_dora": 1005, "lora_dora_in": 1006}
+PROBE_SEED = 7000  # probe vector of length n: randn(n, generator seeded PROBE_SEED + n)
+DENSE_DELTA_MAX_ELEMENTS = 10000  # dense dW stored for the smallest module of each kind up to this size (see README)
 SCALES = [("unet1.0_te1.0", 1.0, 1.0), ("unet0.5_te0.7", 0.5, 0.7)]
 TRAIN = {"unet_lr": 1e-3, "text_encoder_lr": 5e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 
@@ -61,10 +63,13 @@ unet_target_name = []
 text_encoder_target_module = ["CLIPAttention", "CLIPMLP"]
 text_encoder_target_name = []
 """
+PRESETS = {
+    "kohya-targets.toml": KOHYA_TARGETS_PRESET + "[module_algo_map]\n",
+    "kohya-targets-tucker-resnets.toml": KOHYA_TARGETS_PRESET + "[module_algo_map.ResnetBlock2D]\nalgo = \"loha\"\nuse_tucker = true\n",
+}
 
 LYCORIS_FILES = {
-    "loha": {"algo": "loha"},
-    "loha_tucker": {"algo": "loha", "use_tucker": "True"},
+    "loha": {"algo": "loha", "preset": "kohya-targets-tucker-resnets.toml"},
     "lokr": {"algo": "lokr"},
     "lora_dora": {"algo": "locon", "dora_wd": "True"},
     "lora_dora_in": {"algo": "locon", "dora_wd": "True", "wd_on_output": "False"},
@@ -158,15 +163,46 @@ def layer_kind(module):
 
 
 def parent_class(root, path):
-    """Class name of the nearest ancestor of `path` whose class is a reference target (Transformer2DModel, ...)."""
+    """(class name of the nearest ancestor of `path` whose class is a reference target, path below it)."""
     targets = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D", "CLIPAttention", "CLIPMLP")
     parts = path.split(".")
-    found = None
+    found = (None, path)
     for i in range(1, len(parts)):
         m = root.get_submodule(".".join(parts[:i]))
         if m.__class__.__name__ in targets:
-            found = m.__class__.__name__
+            found = (m.__class__.__name__, ".".join(parts[i:]))
     return found
+
+
+def probe(n):
+    return torch.randn(n, generator=torch.Generator().manual_seed(PROBE_SEED + n), dtype=torch.float32)
+
+
+def write_deltas(path, rows, stored32, ref64, what):
+    """Dense tensors (float32, as the reference computed them) for the smallest module of each (part, parent class,
+    layer kind) up to DENSE_DELTA_MAX_ELEMENTS elements (the first in network order among equals), and for every module `<prefix>.probe` =
+    T.reshape(out, -1) @ probe(in*kh*kw) computed in float64 from the float64 reference T (stored as float32), with the
+    probe vectors under `probe/<n>`."""
+    dense, best = {}, {}
+    for r in rows:
+        n = int(np.prod(r["weight_shape"]))
+        key = (r["part"], r["parent"], r["layer"])
+        if n <= DENSE_DELTA_MAX_ELEMENTS and (key not in best or n < best[key][1]):
+            best[key] = (r["prefix"], n)
+    for prefix, _ in best.values():
+        dense[prefix] = stored32[prefix].float().contiguous()
+    tensors = dict(dense)
+    probe_err = 0.0
+    for r in rows:
+        t64 = ref64[r["prefix"]].double().reshape(r["weight_shape"][0], -1)
+        n = t64.shape[1]
+        pv = probe(n)
+        tensors["probe/%d" % n] = pv
+        tensors[r["prefix"] + ".probe"] = (t64 @ pv.double()).float()
+        p32 = stored32[r["prefix"]].float().reshape(r["weight_shape"][0], -1) @ pv
+        probe_err = max(probe_err, max_abs(p32, t64 @ pv.double()))
+    size = save_safetensors(path, tensors, {"format": what + "; dense for a subset, .probe for every module (README)"})
+    return size, sorted(dense), probe_err
 
 
 # ------------------------------------------------------------------------------------------------ seeded factors
@@ -197,13 +233,15 @@ def forward_delta(kind, lora):
 
 @torch.no_grad()
 def seed_factors(kind, loras, names, gen, rel):
-    """Every parameter of every module (network order) = randn(generator); then the up-side factors of each module are
+    """Every parameter of every module (network order; not the base layer a LoRAModule holds) = randn(generator); then the up-side factors of each module are
     rescaled so that RMS(dW) = rel[part] * RMS(W). dora_scale (initialised by LyCORIS to the norms of W) is multiplied
     by 1 + DORA_SCALE_JITTER * randn."""
     info = {}
     for lora in loras:
         part, path, module = names[lora.lora_name]
         for pname, p in lora.named_parameters():
+            if pname.startswith("org_module."):  # sd-scripts' LoRAModule holds the base layer until apply_to()
+                continue
             r = torch.randn(p.shape, generator=gen, dtype=torch.float32)
             if pname == "dora_scale":
                 p.mul_(1.0 + DORA_SCALE_JITTER * r)
@@ -227,9 +265,9 @@ class Refs:
         self.sd_scripts = refenv.import_sd_scripts_lora(args.sd_scripts)
         self.lycoris_kohya = refenv.import_lycoris(args.lycoris)
         self.tmp = tempfile.mkdtemp(prefix="lora_anywhere_")
-        self.preset_path = os.path.join(self.tmp, "kohya-targets.toml")
-        with open(self.preset_path, "w") as f:
-            f.write(KOHYA_TARGETS_PRESET)
+        for preset, text in PRESETS.items():
+            with open(os.path.join(self.tmp, preset), "w") as f:
+                f.write(text)
 
     def fresh_pipe(self):
         return refenv.load_pipeline(self.args.tiny_sd)
@@ -238,11 +276,12 @@ class Refs:
         with refenv.diffusers_layers_named_like_torch():
             return self.sd_scripts.create_network(
                 1.0, NETWORK_DIM, NETWORK_ALPHA, pipe.vae, pipe.text_encoder, pipe.unet,
-                conv_dim=str(CONV_DIM), conv_alpha=str(CONV_ALPHA))
+                conv_dim=CONV_DIM_ARG, conv_alpha=CONV_ALPHA_ARG)
 
     def lycoris_network(self, pipe, extra):
-        kwargs = {"conv_dim": str(CONV_DIM), "conv_alpha": str(CONV_ALPHA), "preset": self.preset_path}
+        kwargs = {"conv_dim": CONV_DIM_ARG, "conv_alpha": CONV_ALPHA_ARG, "preset": "kohya-targets.toml"}
         kwargs.update(extra)
+        kwargs["preset"] = os.path.join(self.tmp, kwargs["preset"])  # the preset files hold only literal settings
         return self.lycoris_kohya.create_network(1.0, NETWORK_DIM, NETWORK_ALPHA, pipe.vae, pipe.text_encoder,
                                                  pipe.unet, **kwargs)
 
@@ -261,7 +300,8 @@ def module_table(loras, names, pipe, kind):
     for lora in loras:
         part, path, module = names[lora.lora_name]
         root = pipe.unet if part == "unet" else pipe.text_encoder
-        row = {"prefix": lora.lora_name, "part": part, "module": path, "parent": parent_class(root, path),
+        parent, role = parent_class(root, path)
+        row = {"prefix": lora.lora_name, "part": part, "module": path, "parent": parent, "role": role,
                "layer": layer_kind(module), "weight_shape": list(module.weight.shape)}
         if kind == "kohya":
             row.update(rank=lora.lora_dim, alpha=float(lora.alpha), scale=float(lora.scale))
@@ -280,6 +320,19 @@ def counts(rows):
     out = {}
     for r in rows:
         key = "%s %s %s" % (r["part"], r["parent"], r["layer"])
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def variant_counts(rows):
+    """Counts of (layer kind, rank, alpha, scale[, LoKr w1/w2 form | LoHa tucker])."""
+    out = {}
+    for r in rows:
+        key = "%s rank=%d alpha=%g scale=%g" % (r["layer"], r["rank"], r["alpha"], r["scale"])
+        if "lokr_w1" in r:
+            key += " w1=%s w2=%s" % (r["lokr_w1"], r["lokr_w2"])
+        if "tucker" in r:
+            key += " tucker=%s" % r["tucker"]
         out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items()))
 
@@ -400,7 +453,7 @@ def make_kohya(refs, renderer, out_dir, summary):
     rows = module_table(loras, names, pipe, "kohya")
     net.apply_to(pipe.text_encoder, pipe.unet, True, True)
     sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    args = {"conv_dim": str(CONV_DIM), "conv_alpha": str(CONV_ALPHA)}
+    args = {"conv_dim": CONV_DIM_ARG, "conv_alpha": CONV_ALPHA_ARG}
     md = finish_metadata(sd, ss_metadata(
         "networks.lora", args,
         (name, "lora-anywhere fixture: sd-scripts networks/lora.py create_network on tiny-sd; seeded random weights")))
@@ -448,7 +501,7 @@ def make_kohya(refs, renderer, out_dir, summary):
         base_w = (renderer.base_unet if part == "unet" else renderer.base_te)[mpath + ".weight"]
         merge_diff = max(merge_diff, max_abs(module.weight.detach(), base_w + deltas[prefix]))
     dpath = os.path.join(out_dir, name + ".deltas.safetensors")
-    dsize = save_safetensors(dpath, deltas, {"format": "dW at multiplier 1, float32, shaped like the base weight"})
+    dsize, dense, probe_err = write_deltas(dpath, rows, deltas, deltas64, "dW at multiplier 1")
 
     log(name, ": images")
     images, stats = renderer.images_for(deltas64)
@@ -464,9 +517,10 @@ def make_kohya(refs, renderer, out_dir, summary):
 
     summary[name] = {
         "file": name + ".safetensors", "bytes": size, "deltas_bytes": dsize, "images_bytes": isize,
-        "metadata": md, "module_counts": counts(rows), "modules": rows, "n_modules": len(rows),
+        "metadata": md, "module_counts": counts(rows), "variant_counts": variant_counts(rows), "n_modules": len(rows),
         "seed": SEEDS[name], "relative_delta_rms": REL,
         "delta_fp32_vs_fp64_max_abs": max(delta_check.values()),
+        "dense_delta_modules": dense, "probe_fp32_vs_fp64_max_abs": probe_err,
         "sd_scripts_merge_to_vs_base_plus_delta_max_abs": merge_diff,
         "images": stats,
     }
@@ -495,7 +549,7 @@ def make_lycoris(refs, renderer, out_dir, summary, name):
     rows = module_table(loras, names, pipe, kind)
     net.apply_to(pipe.text_encoder, pipe.unet, apply_text_encoder=True, apply_unet=True)
     sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    args = {"algo": extra["algo"], "conv_dim": str(CONV_DIM), "conv_alpha": str(CONV_ALPHA),
+    args = {"algo": extra["algo"], "conv_dim": CONV_DIM_ARG, "conv_alpha": CONV_ALPHA_ARG,
             "preset": "kohya-targets.toml"}
     args.update({k: v for k, v in extra.items() if k != "algo"})
     md = finish_metadata(sd, ss_metadata(
@@ -520,7 +574,7 @@ def make_lycoris(refs, renderer, out_dir, summary, name):
     written = {l.lora_name: l for l in loras}
     deltas, deltas64, checks = {}, {}, {"delta_fp32_vs_fp64_max_abs": 0.0, "reloaded_vs_written_max_abs": 0.0,
                                         "get_diff_weight_over_forward_delta": {}}
-    dora_fns = {}
+    dora_fns, refs64 = {}, {}
     for prefix, lora_w in written.items():
         lora = reloaded.get(prefix)
         if lora is None:
@@ -546,12 +600,13 @@ def make_lycoris(refs, renderer, out_dir, summary, name):
             checks["delta_fp32_vs_fp64_max_abs"] = max(checks["delta_fp32_vs_fp64_max_abs"],
                                                        max_abs(deltas[prefix], ref64))
             deltas64[prefix] = d64
+            refs64[prefix] = ref64.detach()
     ratios = list(checks["get_diff_weight_over_forward_delta"].values())
     checks["get_diff_weight_over_forward_delta"] = {"min": min(ratios), "max": max(ratios)}
     dpath = os.path.join(out_dir, name + ".deltas.safetensors")
-    dmeta = {"format": "merged weight W' at multiplier 1 (DoRA), float32" if dora else
-             "dW at multiplier 1, float32, shaped like the base weight"}
-    dsize = save_safetensors(dpath, deltas, dmeta)
+    dsize, dense, probe_err = write_deltas(dpath, rows, deltas, refs64,
+                                           "merged weight W' at multiplier 1 (DoRA)" if dora else "dW at multiplier 1")
+    checks["probe_fp32_vs_fp64_max_abs"] = probe_err
 
     log(name, ": images")
     images, stats = renderer.images_for(deltas64, dora_fns if dora else None)
@@ -572,8 +627,9 @@ def make_lycoris(refs, renderer, out_dir, summary, name):
 
     summary[name] = {
         "file": name + ".safetensors", "bytes": size, "deltas_bytes": dsize, "images_bytes": isize,
-        "metadata": md, "module_counts": counts(rows), "n_modules": len(rows), "modules": rows,
+        "metadata": md, "module_counts": counts(rows), "variant_counts": variant_counts(rows), "n_modules": len(rows),
         "seed": SEEDS[name], "relative_delta_rms": REL, "checks": checks, "reload_notes": reload_notes,
+        "dense_delta_modules": dense,
         "images": stats,
     }
     log(name, ": done", json.dumps(stats)[:600], json.dumps(checks)[:300], json.dumps(reload_notes)[:300])
@@ -633,7 +689,12 @@ def make_kohya_step(refs, out_dir, summary, kohya_path):
     log(name, ": float32")
     r = training_step(refs, kohya_path)
     log(name, ": float64 (noise estimate)")
-    r64 = training_step(refs, kohya_path, torch.float64)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # transformers' causal mask uses torch.full(finfo(float64).min)
+    try:
+        r64 = training_step(refs, kohya_path, torch.float64)
+    finally:
+        torch.set_default_dtype(saved)
     exp = r["exp"]
     # the DDPM noisy latents of the tiny-sd case, recomputed here as a check
     from diffusers import DDPMScheduler
@@ -681,7 +742,7 @@ def make_kohya_step(refs, out_dir, summary, kohya_path):
         "file": name + ".safetensors", "bytes": size,
         "network": {"module": "networks.lora (sd-scripts)", "create_network": {
             "multiplier": 1.0, "network_dim": NETWORK_DIM, "network_alpha": NETWORK_ALPHA,
-            "conv_dim": str(CONV_DIM), "conv_alpha": str(CONV_ALPHA)},
+            "conv_dim": CONV_DIM_ARG, "conv_alpha": CONV_ALPHA_ARG},
             "initial_weights": "kohya_locon_te.safetensors (loaded with load_state_dict after apply_to)",
             "init_vs_kohya_locon_te_max_abs": init_vs_file,
             "dropout": None, "rank_dropout": None, "module_dropout": None},
@@ -773,7 +834,8 @@ def main():
     summary["versions"] = versions(args)
     summary["constants"] = {"network_dim": NETWORK_DIM, "network_alpha": NETWORK_ALPHA, "conv_dim": CONV_DIM,
                             "conv_alpha": CONV_ALPHA, "relative_delta_rms": REL, "dora_scale_jitter": DORA_SCALE_JITTER,
-                            "seeds": SEEDS, "scales": SCALES, "lycoris_preset_toml": KOHYA_TARGETS_PRESET,
+                            "seeds": SEEDS, "scales": SCALES, "lycoris_presets_toml": PRESETS,
+                            "probe_seed": PROBE_SEED, "dense_delta_max_elements": DENSE_DELTA_MAX_ELEMENTS,
                             "render_case": refenv.SEEDED_CASE_ID}
     want = set(args.only or ["kohya_locon_te", *LYCORIS_FILES, "kohya_step"])
 
