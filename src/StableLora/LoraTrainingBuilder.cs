@@ -106,7 +106,7 @@ public sealed class LoraTrainingBuilder
 
     /// <summary>Trains LoRA on the text encoder too, with its own rank, alpha and learning rate (kohya's <c>text_encoder_lr</c>).</summary>
     /// <param name="rank">Its rank; null: the network rank.</param>
-    /// <param name="alpha">Its alpha; null: its rank.</param>
+    /// <param name="alpha">Its alpha; null: the network alpha when <paramref name="rank"/> is null, else its rank.</param>
     /// <param name="learningRate">Its peak learning rate; null: the run's learning rate.</param>
     public LoraTrainingBuilder WithTextEncoderLora(int? rank = null, double? alpha = null, double? learningRate = null) =>
         Set(o => o with { TrainTextEncoder = true, TextEncoderRank = rank, TextEncoderAlpha = alpha, TextEncoderLearningRate = learningRate });

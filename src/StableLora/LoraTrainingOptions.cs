@@ -94,7 +94,7 @@ public sealed record LoraTrainingOptions
     /// <summary>The text encoder's LoRA rank; null: <see cref="Rank"/>.</summary>
     public int? TextEncoderRank { get; init; }
 
-    /// <summary>The text encoder's LoRA alpha; null: its rank.</summary>
+    /// <summary>The text encoder's LoRA alpha; null: <see cref="Alpha"/> when <see cref="TextEncoderRank"/> is null too (kohya uses one rank and alpha for both), else its rank.</summary>
     public double? TextEncoderAlpha { get; init; }
 
     /// <summary>The text encoder LoRA's peak learning rate (kohya's <c>text_encoder_lr</c>); null: <see cref="LearningRate"/>.</summary>

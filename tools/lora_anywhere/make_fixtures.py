@@ -19,9 +19,7 @@ Usage (reference environment described in the README):
   /usr/bin/python3 tools/lora_anywhere/make_fixtures.py --out tests/StableLora.Tests/Fixtures/lora-anywhere
 """
 import argparse
-import copy
 import hashlib
-import io
 import json
 import math
 import os
@@ -303,10 +301,8 @@ def module_table(loras, names, pipe, kind):
         parent, role = parent_class(root, path)
         row = {"prefix": lora.lora_name, "part": part, "module": path, "parent": parent, "role": role,
                "layer": layer_kind(module), "weight_shape": list(module.weight.shape)}
-        if kind == "kohya":
-            row.update(rank=lora.lora_dim, alpha=float(lora.alpha), scale=float(lora.scale))
-        else:
-            row.update(rank=lora.lora_dim, alpha=float(lora.alpha), scale=float(lora.scale))
+        row.update(rank=lora.lora_dim, alpha=float(lora.alpha), scale=float(lora.scale))
+        if kind != "kohya":
             if kind == "lokr":
                 row.update(lokr_w1="full" if lora.use_w1 else "w1_a@w1_b",
                            lokr_w2="full" if lora.use_w2 else ("tucker" if lora.tucker else "w2_a@w2_b"))
@@ -789,6 +785,9 @@ def make_kohya_step(refs, out_dir, summary, kohya_path):
             "elements_with_abs_grad_below_1e-7": int((all_g < 1e-7).sum()),
             "total_grad_elements": int(all_g.numel()),
             "after_fp32_vs_fp64_max_abs": after_d,
+            "after_fp32_vs_fp64_max_abs_where_abs_grad_ge_1e-5": max(
+                ((r["after"][k].double() - r64["after"][k]).abs() * (r64["grads"][k].abs() >= 1e-5)).max().item()
+                for k in r["after"]),
             "encoder_hidden_states_fp32_vs_fp64_max_abs": max_abs(r["ehs"], r64["ehs"]),
             "model_pred_fp32_vs_fp64_max_abs": max_abs(r["model_pred"], r64["model_pred"]),
         },
@@ -826,6 +825,10 @@ def main():
     if not args.sd_scripts or not args.lycoris:
         sys.exit("need --sd-scripts and --lycoris checkouts (or LORA_ANYWHERE_SD_SCRIPTS / LORA_ANYWHERE_LYCORIS)")
     refenv.setup_torch()
+    import diffusers
+
+    if diffusers.__version__ != "0.21.4":
+        sys.exit("need diffusers 0.21.4 (the tiny-sd reference), found " + diffusers.__version__)
     os.makedirs(args.out, exist_ok=True)
     refs = Refs(args)
     renderer = Renderer(refs)

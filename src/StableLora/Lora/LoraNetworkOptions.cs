@@ -34,7 +34,7 @@ internal sealed record LoraNetworkOptions
     /// <summary>The text encoder's rank; null: the network rank.</summary>
     public int? TextEncoderRank { get; init; }
 
-    /// <summary>The text encoder's alpha; null: its rank.</summary>
+    /// <summary>The text encoder's alpha; null: the network alpha when the rank is the network's too, else its rank.</summary>
     public double? TextEncoderAlpha { get; init; }
 
     public double InputDropout { get; init; }
@@ -107,7 +107,8 @@ internal static class LoraTargetRules
         {
             if (models.TextEncoder is null)
                 throw new InvalidOperationException("text-encoder LoRA needs the text encoder");
-            var textEncoder = options.Settings(options.TextEncoderRank ?? options.Rank, options.TextEncoderAlpha);
+            // As kohya: the text encoder takes the network's rank and alpha unless given its own.
+            var textEncoder = options.Settings(options.TextEncoderRank ?? options.Rank, options.TextEncoderAlpha ?? (options.TextEncoderRank is null ? options.Alpha : null));
             foreach (var module in models.Modules.Where(m => ModuleKeys.IsTextEncoder(m.Key) && AdaptableModels.IsTextEncoderBlock(m.Block)))
                 targets.Add(new LoraTarget(module, textEncoder, LoraInitialization.Kohya));
         }
