@@ -33,6 +33,7 @@ step check 120 app bench --device "$device" --arch tiny --check "$dtypes_check" 
 step train-bf16 240 bench --dtypes bf16 --batch-sizes "$small,$mid,$big" --modes unet,full --json "$out/train-bf16.json"
 step train-bf16-gc 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet+gc --json "$out/train-bf16-gc.json"
 step train-fp16 120 bench --dtypes fp16 --batch-sizes "$mid" --modes unet --json "$out/train-fp16.json"
+step train-bf16-kohya-te 150 bench --dtypes bf16 --batch-sizes "$mid" --modes unet,full --targets kohya --train-text-encoder --json "$out/train-bf16-kohya-te.json"
 step lever-per-parameter-adamw 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet --per-parameter-adamw --json "$out/lever-per-parameter-adamw.json"
 step lever-no-flash 120 bench --dtypes bf16 --batch-sizes "$mid" --modes unet --no-flash-sdp --json "$out/lever-no-flash.json"
 [ -n "$gen" ] && step generate-fp16 150 bench --dtypes fp16 --batch-sizes 1,4 --modes "" --generation --vae --json "$out/generate-fp16.json"
@@ -45,6 +46,9 @@ if [ -f .gpu/diffusers-src.tar.gz ] && [ "${DRY:-0}" != 1 ]; then
     py=/opt/torch/.venv/bin/python3; [ -x "$py" ] || py=python3
     PYTHONPATH=/tmp/diffusers-src step diffusers $(( left - 5 )) "$py" .gpu/bench_diffusers.py --out "$out/diffusers.json" \
       --plan bf16:unet:8,bf16:full:8,bf16:unet:1,bf16:unet:16,bf16:unet+gc:8 --budget-s $(( left - 60 )) --hard-s $(( left - 20 ))
+    left=$(( 580 - ($(date +%s) - start) ))
+    [ "$left" -gt 60 ] && PYTHONPATH=/tmp/diffusers-src step diffusers-kohya-te $(( left - 5 )) "$py" .gpu/bench_diffusers.py --out "$out/diffusers-kohya-te.json" \
+      --targets kohya --train-text-encoder --plan bf16:unet:8,bf16:full:8 --budget-s $(( left - 40 )) --hard-s $(( left - 15 ))
   else
     echo "no time left for the diffusers reference ($left s)"
   fi
