@@ -39,6 +39,12 @@ public sealed record GenerationOptions
     /// <summary>Start from these latents [count, 4, height/8, width/8] instead of drawing them (diffusers' <c>latents=</c>).</summary>
     public Tensor? InitialLatents { get; init; }
 
+    /// <summary>
+    /// LoRAs for this call only, applied after the generator's own (<see cref="StableDiffusionGeneratorBuilder.WithLora(string, double, double?)"/>)
+    /// in this order: the images equal those of a generator built with all of them. Empty: only the generator's.
+    /// </summary>
+    public IReadOnlyList<LoraSelection> Loras { get; init; } = Array.Empty<LoraSelection>();
+
     /// <summary>Multiplies every LoRA's weight (diffusers' <c>cross_attention_kwargs={"scale": s}</c>).</summary>
     /// <value>The default value is 1.</value>
     public double LoraScale { get; init; } = 1.0;

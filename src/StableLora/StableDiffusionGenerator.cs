@@ -29,6 +29,7 @@ public sealed class StableDiffusionGenerator : IDisposable
     private readonly StableDiffusionModel _model;
     private readonly IScheduler _scheduler;
     private readonly List<AttachedLora> _loras;
+    private readonly LoraNetworkCache _callLoras;
     private readonly VaeTiling? _tiling;
     private readonly ILogger _logger;
     private readonly bool _ownsModel;
@@ -36,11 +37,13 @@ public sealed class StableDiffusionGenerator : IDisposable
     private string? _modelHash;
 
     internal StableDiffusionGenerator(StableDiffusionModel model, IScheduler scheduler, List<AttachedLora> loras, VaeTiling? tiling,
-        ILogger logger, bool ownsModel)
+        ILogger logger, bool ownsModel, UnmatchedLoraKeys unmatchedLoraKeys)
     {
         _model = model;
         _scheduler = scheduler;
         _loras = loras;
+        _callLoras = new LoraNetworkCache(new AdaptableModels(model.Unet, model.TextEncoder), new Layers.TensorSpec(model.Unet.Spec.Device, ScalarType.Float32),
+            unmatchedLoraKeys, logger);
         _tiling = tiling;
         _logger = logger;
         _ownsModel = ownsModel;
@@ -58,7 +61,12 @@ public sealed class StableDiffusionGenerator : IDisposable
     /// <param name="model">The model folder, file or hub id.</param>
     public static StableDiffusionGeneratorBuilder FromPretrained(string model) => new(model);
 
-    /// <summary>Generates images for <paramref name="prompt"/> (an empty prompt is allowed, as in diffusers).</summary>
+    /// <summary>
+    /// Generates images for <paramref name="prompt"/> (an empty prompt is allowed, as in diffusers), with the generator's
+    /// LoRAs and this call's (<see cref="GenerationOptions.Loras"/>). Calls are serialised: a generator computes one call
+    /// at a time, and concurrent calls wait for each other; each call's images equal those of a fresh generator built
+    /// with the same LoRAs. Per-call LoRA files are read once and kept while unchanged (up to eight).
+    /// </summary>
     /// <param name="prompt">What to draw; longer than 77 tokens is truncated with a logged warning.</param>
     /// <param name="options">Size, steps, guidance, seed, ...; null for the defaults.</param>
     /// <param name="progress">Receives a report after each denoising step.</param>
@@ -71,21 +79,44 @@ public sealed class StableDiffusionGenerator : IDisposable
     public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<GenerationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(prompt);
         options ??= new GenerationOptions();
         lock (_gate)
         {
-            // diffusers' cross_attention_kwargs["scale"] scales the UNet's and the text encoder's LoRA alike.
-            if (double.IsFinite(options.LoraScale))
+            TextToImage.CheckOptions(_model, options);
+            var callLoras = new List<AttachedLora>();
+            foreach (var selection in options.Loras)
             {
-                foreach (var lora in _loras)
-                    lora.Network.SetMultipliers(lora.UnetWeight * options.LoraScale, lora.TextEncoderWeight * options.LoraScale);
+                var (network, hash) = _callLoras.Get(selection.Path);
+                var reference = new LoraReference(Path.GetFileNameWithoutExtension(selection.Path), selection.Weight, hash);
+                callLoras.Add(new AttachedLora(network, reference, selection.Weight, selection.TextEncoderWeight ?? selection.Weight));
             }
 
-            var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
-            var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
-                width, height, _model.Name, ModelHash(), _loras.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
-                $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
-            return new GenerationResult(images, seed, parameters);
+            var active = _loras.Concat(callLoras).ToList();
+            try
+            {
+                foreach (var lora in callLoras)
+                {
+                    if (_loras.Any(l => ReferenceEquals(l.Network, lora.Network)) || callLoras.Count(l => ReferenceEquals(l.Network, lora.Network)) > 1)
+                        throw new InvalidOptionsException(nameof(options.Loras), lora.Reference.Name, "the same LoRA file is given twice; give it once with the weight wanted");
+                    lora.Network.Attach();
+                }
+
+                // diffusers' cross_attention_kwargs["scale"] scales the UNet's and the text encoder's LoRA alike.
+                foreach (var lora in active)
+                    lora.Network.SetMultipliers(lora.UnetWeight * options.LoraScale, lora.TextEncoderWeight * options.LoraScale);
+
+                var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
+                var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
+                    width, height, _model.Name, ModelHash(), active.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
+                    $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
+                return new GenerationResult(images, seed, parameters);
+            }
+            finally
+            {
+                foreach (var lora in callLoras)
+                    lora.Network.Detach();
+            }
         }
     }
 
@@ -121,6 +152,7 @@ public sealed class StableDiffusionGenerator : IDisposable
     {
         foreach (var lora in _loras)
             lora.Network.Dispose();
+        _callLoras.Dispose();
 
         _scheduler.Dispose();
         if (_ownsModel)
@@ -357,7 +389,7 @@ public sealed class StableDiffusionGeneratorBuilder
                     network.SetMultipliers(unetWeight, textEncoderWeight ?? unetWeight);
                     network.Attach();
                     string name = path is null ? "lora" : Path.GetFileNameWithoutExtension(path);
-                    loras.Add(new AttachedLora(network, new LoraReference(name, unetWeight, path is null ? null : LoraHash(path)), unetWeight, textEncoderWeight ?? unetWeight));
+                    loras.Add(new AttachedLora(network, new LoraReference(name, unetWeight, path is null ? null : LoraFileHash.Compute(path)), unetWeight, textEncoderWeight ?? unetWeight));
                 }
                 finally
                 {
@@ -374,21 +406,7 @@ public sealed class StableDiffusionGeneratorBuilder
             throw;
         }
 
-        return new StableDiffusionGenerator(model, scheduler, loras, _tiling ? new VaeTiling(_tileSize) : null, _logger, ownsModel);
-    }
-
-    /// <summary>A1111's AutoV3 LoRA hash: sha256 of the safetensors tensor data (or the whole file otherwise), first 12 hex digits.</summary>
-    private static string LoraHash(string path)
-    {
-        using var stream = File.OpenRead(path);
-        if (IO.TensorFiles.IsSafetensors(path) && stream.Length >= 8)
-        {
-            var length = new byte[8];
-            stream.ReadExactly(length);
-            stream.Position = 8 + (long)BitConverter.ToUInt64(length);
-        }
-
-        return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant()[..12];
+        return new StableDiffusionGenerator(model, scheduler, loras, _tiling ? new VaeTiling(_tileSize) : null, _logger, ownsModel, _unmatchedLoraKeys);
     }
 }
 

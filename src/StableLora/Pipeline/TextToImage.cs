@@ -99,7 +99,7 @@ internal static class TextToImage
 
     /// <summary>Every problem with <paramref name="options"/> at once, each naming the option and its value.</summary>
     /// <exception cref="InvalidOptionsException">An option is out of range.</exception>
-    private static (int Width, int Height) CheckOptions(StableDiffusionModel model, GenerationOptions options)
+    internal static (int Width, int Height) CheckOptions(StableDiffusionModel model, GenerationOptions options)
     {
         int factor = model.VaeScaleFactor;
         int width = options.Width ?? model.DefaultImageSize;
@@ -118,6 +118,15 @@ internal static class TextToImage
             "must be a finite number, 0 or more (at 1 or below no unconditional pass is made)");
         Check(options.ImageCount >= 1, nameof(options.ImageCount), options.ImageCount, "must be at least 1");
         Check(double.IsFinite(options.LoraScale), nameof(options.LoraScale), options.LoraScale, "must be a finite number");
+        Check(options.Loras is not null, nameof(options.Loras), null, "must be a list (it may be empty)");
+        for (int i = 0; options.Loras is not null && i < options.Loras.Count; i++)
+        {
+            var lora = options.Loras[i];
+            string name = $"{nameof(options.Loras)}[{i}]";
+            Check(lora is not null && !string.IsNullOrWhiteSpace(lora.Path), name, lora?.Path, "a LoRA file is needed");
+            Check(lora is null || double.IsFinite(lora.Weight), $"{name}.Weight", lora?.Weight, "must be a finite number");
+            Check(lora?.TextEncoderWeight is not { } te || double.IsFinite(te), $"{name}.TextEncoderWeight", lora?.TextEncoderWeight, "must be a finite number");
+        }
         if (options.InitialLatents is { } latents)
         {
             Check(!latents.IsInvalid, nameof(options.InitialLatents), "(disposed)", "the tensor has been disposed");
