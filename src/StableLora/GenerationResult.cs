@@ -36,10 +36,21 @@ public sealed class GenerationResult : IDisposable
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
     public Image<Rgb24> ToImage(int index)
     {
+        CheckIndex(index);
         using var scope = NewDisposeScope();
         var levels = Images[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
         int height = (int)levels.shape[0], width = (int)levels.shape[1];
         return Image.LoadPixelData<Rgb24>(levels.bytes.ToArray(), width, height);
+    }
+
+    /// <summary>Image <paramref name="index"/> as plain 8-bit RGB pixels (quantised as <see cref="ToImage"/>), without TorchSharp or ImageSharp types.</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    public RgbImage GetPixels(int index)
+    {
+        CheckIndex(index);
+        using var scope = NewDisposeScope();
+        var levels = Images[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
+        return new RgbImage((int)levels.shape[1], (int)levels.shape[0], levels.bytes.ToArray());
     }
 
     /// <summary>Writes image <paramref name="index"/> as a PNG with the A1111 <c>parameters</c> text chunk.</summary>
@@ -47,13 +58,39 @@ public sealed class GenerationResult : IDisposable
     /// <param name="path">The file to write (folders are created).</param>
     public void SavePng(int index, string path)
     {
-        using var image = ToImage(index);
-        var png = image.Metadata.GetPngMetadata();
-        png.TextData.Add(new PngTextData(GenerationParameters.PngKeyword, Parameters.ToA1111Text(), "", ""));
+        CheckIndex(index);
         string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null)
             Directory.CreateDirectory(directory);
-        IO.AtomicFile.Write(path, stream => image.SaveAsPng(stream, new PngEncoder { TextCompressionThreshold = int.MaxValue }));
+        IO.AtomicFile.Write(path, stream => WritePng(index, stream));
+    }
+
+    /// <summary>Writes image <paramref name="index"/> as a PNG, with the A1111 <c>parameters</c> text chunk, to <paramref name="stream"/> (an HTTP response, a blob, memory).</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    /// <param name="stream">A writable stream; it is written from its current position and left open.</param>
+    public void WritePng(int index, Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        CheckIndex(index);
+        using var image = ToImage(index);
+        var png = image.Metadata.GetPngMetadata();
+        png.TextData.Add(new PngTextData(GenerationParameters.PngKeyword, Parameters.ToA1111Text(), "", ""));
+        image.SaveAsPng(stream, new PngEncoder { TextCompressionThreshold = int.MaxValue });
+    }
+
+    /// <summary>Image <paramref name="index"/> as the bytes of a PNG file (with the A1111 <c>parameters</c> text chunk).</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    public byte[] ToPngBytes(int index)
+    {
+        using var memory = new MemoryStream();
+        WritePng(index, memory);
+        return memory.ToArray();
+    }
+
+    private void CheckIndex(int index)
+    {
+        if (index < 0 || index >= Count)
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"there are {Count} image(s)");
     }
 
     /// <summary>Writes every image as <c>&lt;seed&gt;-&lt;index&gt;.png</c> into <paramref name="directory"/>; returns the paths.</summary>
