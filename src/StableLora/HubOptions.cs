@@ -28,6 +28,14 @@ public sealed record HubOptions
     /// <summary>Receives the progress of each file downloaded, or null.</summary>
     public IProgress<ModelDownloadProgress>? Progress { get; init; }
 
+    /// <summary>
+    /// The HTTP handler downloads go through (a proxy, <c>IHttpClientFactory</c>'s primary handler, a test double); null:
+    /// StableLora's own, which follows no redirect by itself (it checks where each goes). The application keeps
+    /// ownership: StableLora never disposes it. Give it <c>AllowAutoRedirect = false</c> so the hub's redirects to its CDN
+    /// are followed by StableLora, which sends the token only to the hub's own host.
+    /// </summary>
+    public HttpMessageHandler? HttpHandler { get; init; }
+
     /// <inheritdoc />
     public override string ToString() =>
         $"HubOptions {{ AllowDownloads = {AllowDownloads}, Offline = {Offline?.ToString() ?? "(env)"}, Token = {(Token is null ? "(env)" : "***")}, Endpoint = {Endpoint ?? "(env)"}, CacheDirectory = {CacheDirectory ?? "(env)"} }}";

@@ -340,6 +340,28 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
     public StableDiffusionGenerator Build()
     {
+        var location = ModelLocation.Resolve(_model, HubSettings.Resolve(_hub), _variant, _logger);
+        return Load(location, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Loads the model and LoRAs without blocking the caller: a hub id is resolved (and, when allowed, downloaded)
+    /// asynchronously, the weights are read on the thread pool. A token already cancelled throws before anything is read;
+    /// one cancelled meanwhile stops the download or the loading between components.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels resolving, downloading and loading.</param>
+    /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
+    /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
+    public async Task<StableDiffusionGenerator> BuildAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var location = await ModelLocation.ResolveAsync(_model, HubSettings.Resolve(_hub), _variant, _logger, cancellationToken).ConfigureAwait(false);
+        return await Task.Run(() => Load(location, cancellationToken), cancellationToken).ConfigureAwait(false);
+    }
+
+    private StableDiffusionGenerator Load(ResolvedModel location, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
         var device = DeviceSpec.ResolveForCompute(_device, _logger);
         var dtype = _dtype switch
         {
@@ -348,10 +370,10 @@ public sealed class StableDiffusionGeneratorBuilder
             _ => ScalarType.Float32,
         };
         var vaeDtype = _dtype == ModelDType.Float16 && _vaeInFloat32 ? ScalarType.Float32 : dtype;
-        var location = ModelLocation.Resolve(_model, HubSettings.Resolve(_hub), _variant, _logger);
         var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, _variant, _logger), _singleFile);
         try
         {
+            cancellationToken.ThrowIfCancellationRequested();
             return Assemble(model, ownsModel: true);
         }
         catch

@@ -29,14 +29,16 @@ internal sealed class HubClient : IDisposable
     {
         _settings = settings;
         _endpoint = new Uri(settings.Endpoint + "/");
-        handler ??= new SocketsHttpHandler
+        // An application's handler (HubOptions.HttpHandler) stays the application's: it is not disposed here.
+        bool owned = handler is null && settings.Handler is null;
+        handler ??= settings.Handler ?? new SocketsHttpHandler
         {
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             ConnectTimeout = TimeSpan.FromSeconds(30),
         };
         // Downloads of several GB are bounded by a stall timeout on each read instead (see HubDownloader).
-        _http = new HttpClient(handler, disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
+        _http = new HttpClient(handler, disposeHandler: owned) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
     /// <summary>How long a metadata request may take.</summary>

@@ -7,7 +7,7 @@ namespace StableLora.Hub;
 /// <c>HUGGING_FACE_HUB_TOKEN</c>) and the token file (<c>HF_TOKEN_PATH</c>, else <c>$HF_HOME/token</c>).
 /// </summary>
 internal sealed record HubSettings(string CacheDirectory, string Endpoint, string? Token, bool Offline, bool AllowDownloads,
-    IProgress<ModelDownloadProgress>? Progress)
+    IProgress<ModelDownloadProgress>? Progress, HttpMessageHandler? Handler = null)
 {
     public const string DefaultEndpoint = "https://huggingface.co";
 
@@ -27,7 +27,7 @@ internal sealed record HubSettings(string CacheDirectory, string Endpoint, strin
         string? token = options.Token ?? Env("HF_TOKEN") ?? Env("HUGGING_FACE_HUB_TOKEN")
             ?? ReadTokenFile(ExpandHome(Env("HF_TOKEN_PATH") ?? Path.Combine(home, "token")));
         return new HubSettings(Path.GetFullPath(ExpandHome(cache)), endpoint, string.IsNullOrWhiteSpace(token) ? null : token.Trim(), offline,
-            options.AllowDownloads, options.Progress);
+            options.AllowDownloads, options.Progress, options.HttpHandler);
     }
 
     /// <summary>huggingface_hub's reading of a boolean variable: 1, ON, YES or TRUE in any case.</summary>

@@ -219,6 +219,47 @@ public sealed class HubDownloadTests : IDisposable
         Assert.StartsWith(Path.Combine(_cache.Path, "models--test-org--tiny-sd", "snapshots"), generator.Model.Source);
     }
 
+    [Fact]
+    public async Task BuildAsyncDownloadsThroughTheApplicationsHandlerAndLeavesItUsable()
+    {
+        using var handler = new CountingHandler(new SocketsHttpHandler { AllowAutoRedirect = false });
+        using var generator = await StableDiffusionGenerator.FromPretrained(Repo)
+            .WithDevice("cpu")
+            .WithHubOptions(new HubOptions { CacheDirectory = _cache.Path, Endpoint = _hub.Endpoint, AllowDownloads = true, Offline = false, HttpHandler = handler })
+            .BuildAsync();
+        Assert.Equal("tiny-sd", generator.Model.Name);
+        Assert.True(handler.Requests >= PipelineFileNames.Length, $"{handler.Requests} requests went through the application's handler");
+        using var client = new HttpClient(handler, disposeHandler: false);
+        // A disposed handler throws ObjectDisposedException; any HTTP answer shows it is still the application's to use.
+        using var response = await client.GetAsync(_hub.Endpoint + "/");
+        Assert.NotNull(response);
+    }
+
+    [Fact]
+    public async Task BuildAsyncWithACancelledTokenThrowsBeforeReadingAnything()
+    {
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => StableDiffusionGenerator.FromPretrained(Repo)
+            .WithHubOptions(new HubOptions { CacheDirectory = _cache.Path, Endpoint = _hub.Endpoint, AllowDownloads = true, Offline = false })
+            .BuildAsync(cancelled.Token));
+        Assert.Empty(_hub.Requests);
+        Assert.False(Directory.Exists(Path.Combine(_cache.Path, "models--test-org--tiny-sd")));
+    }
+
+    private sealed class CountingHandler(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        private int _requests;
+
+        public int Requests => _requests;
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _requests);
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
+
     private HubSettings Settings(IProgress<ModelDownloadProgress>? progress = null) =>
         HubSettings.Resolve(new HubOptions { CacheDirectory = _cache.Path, Endpoint = _hub.Endpoint, AllowDownloads = true, Offline = false, Progress = progress }, _ => null);
 
