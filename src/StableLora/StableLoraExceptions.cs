@@ -1,7 +1,26 @@
 namespace StableLora;
 
+/// <summary>
+/// The base of the exceptions StableLora throws for its own failures: files it cannot use
+/// (<see cref="InvalidModelFileException"/> and its kinds), the hub (<see cref="HubException"/>), training that cannot
+/// go on (<see cref="TrainingFailedException"/>) and images it cannot read (<see cref="Data.InvalidImageException"/>).
+/// Two kinds keep the .NET base a caller already handles instead: <see cref="InvalidOptionsException"/> is an
+/// <see cref="ArgumentException"/> (bad options are bad arguments) and <see cref="OutputSaveException"/> an
+/// <see cref="IOException"/> (the disk refused a write). Catch this type to handle everything else StableLora reports.
+/// </summary>
+public abstract class StableLoraException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What is wrong, in words a user can act on.</param>
+    /// <param name="innerException">The underlying error, if any.</param>
+    protected StableLoraException(string message, Exception? innerException = null)
+        : base(message, innerException)
+    {
+    }
+}
+
 /// <summary>A model, weight or LoRA file that StableLora cannot use, with the file and (where known) the key at fault.</summary>
-public class InvalidModelFileException : Exception
+public class InvalidModelFileException : StableLoraException
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="filePath">The file at fault.</param>
@@ -110,7 +129,7 @@ public enum HubErrorKind
 }
 
 /// <summary>A model named by a hub id that could not be resolved from the cache or downloaded from the hub.</summary>
-public sealed class HubException : Exception
+public sealed class HubException : StableLoraException
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="kind">Why.</param>

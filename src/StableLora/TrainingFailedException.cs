@@ -1,7 +1,7 @@
 namespace StableLora;
 
 /// <summary>Training stopped because a step could not be completed; the last checkpoint on disk is intact.</summary>
-public sealed class TrainingFailedException : Exception
+public sealed class TrainingFailedException : StableLoraException
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="step">The step (1-based) that failed.</param>

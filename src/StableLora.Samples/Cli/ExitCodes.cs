@@ -18,6 +18,8 @@ internal static class ExitCodes
         InvalidOptionsException e => (BadArguments, FirstLine(e.Message)),
         ArgumentException e => (BadArguments, FirstLine(e.Message)),
         InvalidModelFileException e => (BadFiles, e.Message),
+        HubException { Kind: HubErrorKind.NotInCache } e => (BadFiles, e.Message + "; for a local model, check the path; to download a hub id, add --allow-download"),
+        HubException e => (BadFiles, e.Message),
         Data.InvalidImageException e => (BadFiles, e.Message),
         FileNotFoundException e => (BadFiles, e.Message),
         DirectoryNotFoundException e => (BadFiles, e.Message),
@@ -27,7 +29,7 @@ internal static class ExitCodes
         OutOfMemoryException => (TrainingFailed, "out of memory: try a smaller --batch-size or --resolution, or --mixed-precision bf16/fp16 on a GPU"),
         System.Runtime.InteropServices.ExternalException e when e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) =>
             (TrainingFailed, "out of memory: try a smaller --batch-size or --resolution, or --mixed-precision bf16/fp16 on a GPU"),
-        InvalidOperationException e when e.Message.Contains("CUDA", StringComparison.Ordinal) => (BadArguments, e.Message),
+        InvalidOperationException e when e.Message.Contains("CUDA", StringComparison.Ordinal) => (BadArguments, e.Message + " (--device cpu)"),
         System.Runtime.InteropServices.ExternalException e => (TrainingFailed, "libtorch: " + FirstLine(e.Message)),
         _ => (Unexpected, $"internal error: {FirstLine(error.Message)} (a bug in StableLora: rerun with --verbose for the details and report it)"),
     };

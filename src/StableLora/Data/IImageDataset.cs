@@ -33,7 +33,7 @@ public sealed record TrainingImage(Image<Rgb24> Image, string? Caption, string N
 }
 
 /// <summary>An image that cannot be used for training, with the file named.</summary>
-public sealed class InvalidImageException : Exception
+public sealed class InvalidImageException : StableLoraException
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="name">The image file (or name).</param>

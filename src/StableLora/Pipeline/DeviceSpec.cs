@@ -49,7 +49,7 @@ internal static class DeviceSpec
         if (!cuda.is_available())
             throw new InvalidOperationException(
                 $"device '{text}' was asked for but CUDA is not available: no CUDA libtorch is loaded or no GPU is visible. " +
-                "Reference a CUDA build of libtorch (see README, GPU) or use --device cpu.");
+                "Reference a CUDA build of libtorch (see README, GPU) or use the CPU (device \"cpu\").");
         if (parsed.Index >= cuda.device_count())
             throw new InvalidOperationException($"device '{text}' was asked for but only {cuda.device_count()} CUDA device(s) are visible");
         return new Device(DeviceType.CUDA, parsed.Index);

@@ -54,6 +54,17 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task AModelFolderThatDoesNotExistIsABadFileExitThreeWithOneLine()
+    {
+        var missing = await Run("generate", "--model", "models/no-such-sd15", "--prompt", "x", "--steps", "1", "--device", "cpu", "--offline");
+        Assert.Equal(3, missing.Code);
+        string line = Assert.Single(missing.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("models/no-such-sd15", line);
+        Assert.Contains("check the path", line);
+        Assert.DoesNotContain("internal error", line);
+    }
+
+    [Fact]
     public async Task SingleFileModelsReadWithAConfigFolderTrainAndGenerate()
     {
         using var temp = new TempDirectory();
