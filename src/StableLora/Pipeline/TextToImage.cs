@@ -77,9 +77,11 @@ internal static class TextToImage
             }
 
             var step = scheduler.Step(noise, i, latents, generator);
+            // The preview shows the scheduler's estimate of the final latents where it gives one (as UIs do), else the current ones.
+            var preview = progress is not null && options.Previews ? LatentPreview.Of(step.PredOriginalSample ?? step.PrevSample) : null;
             step.PredOriginalSample?.Dispose();
             latents = step.PrevSample.MoveToOuterDisposeScope();
-            progress?.Report(new GenerationProgress(i + 1, scheduler.StepCount, clock.Elapsed));
+            progress?.Report(new GenerationProgress(i + 1, scheduler.StepCount, clock.Elapsed) { Preview = preview });
         }
 
         var images = Decode(model, latents, tiling);
