@@ -48,6 +48,35 @@ public static class RandomPipeline
         DiffusersFolderWriter.WriteModelIndex(outputDirectory, Schedulers.SchedulerConfig.FromFile(scheduler).ClassName ?? "PNDMScheduler");
     }
 
+    /// <summary>
+    /// Creates the built-in demo model: a miniature pipeline with SD 1.5's layout (a UNet with cross-attention
+    /// down/up blocks, a KL VAE with a factor-8 latent space, a CLIP text encoder with CLIP's real vocabulary) at a few
+    /// hundred thousand parameters, whose configs ship inside the library, with deterministic random weights. It needs
+    /// no file and no download, and trains or generates in seconds on a CPU; being random, it draws coloured noise.
+    /// </summary>
+    /// <param name="outputDirectory">The pipeline folder to write (created; existing files are replaced).</param>
+    /// <param name="seed">The same seed gives the same weights (the CLI's demo uses 0).</param>
+    public static void CreateTiny(string outputDirectory, ulong seed = 0)
+    {
+        string configs = Path.Combine(Path.GetTempPath(), $"stablelora-tiny-configs-{Guid.NewGuid():N}");
+        try
+        {
+            foreach (var (component, file) in new[] { ("unet", "config.json"), ("vae", "config.json"), ("text_encoder", "config.json"), ("scheduler", "scheduler_config.json") })
+            {
+                Directory.CreateDirectory(Path.Combine(configs, component));
+                File.WriteAllText(Path.Combine(configs, component, file), Pipeline.Sd15Presets.TinyJson(component));
+            }
+
+            Pipeline.TokenizerFiles.BuiltIn.WriteTo(Path.Combine(configs, "tokenizer"));
+            Create(configs, outputDirectory, seed);
+        }
+        finally
+        {
+            if (Directory.Exists(configs))
+                Directory.Delete(configs, recursive: true);
+        }
+    }
+
     private static void CopyDirectory(string source, string target)
     {
         Directory.CreateDirectory(target);

@@ -6,7 +6,7 @@ namespace StableLora.Samples.Cli;
 
 /// <summary>
 /// The built-in demo (<c>stablelora train</c> with no model and no data): builds the tiny default model from the
-/// configs shipped in <c>DefaultModel/</c>, draws a sketch dataset, renders a "before" image, trains a LoRA with
+/// built-in tiny model (<see cref="RandomPipeline.CreateTiny"/>), draws a sketch dataset, renders a "before" image, trains a LoRA with
 /// checkpoints, renders the "after" image and plots the loss, all under the output folder, in about two minutes on
 /// two CPU cores.
 /// </summary>
@@ -24,8 +24,8 @@ internal static class Demo
 
         if (!File.Exists(Path.Combine(model, "model_index.json")))
         {
-            RandomPipeline.Create(Path.Combine(AppContext.BaseDirectory, "DefaultModel"), model, seed: 0);
-            Console.WriteLine($"  model:   created {model} from DefaultModel/ configs (random weights, seed 0)");
+            RandomPipeline.CreateTiny(model, seed: 0);
+            Console.WriteLine($"  model:   created {model}, the built-in tiny model (random weights, seed 0)");
         }
 
         if (!Directory.Exists(dataset) || Directory.GetFiles(dataset, "*.png").Length == 0)

@@ -28,5 +28,15 @@ internal static class Sd15Presets
         return reader.ReadToEnd();
     }
 
+    /// <summary>The raw JSON of one config of the built-in tiny demo model (<see cref="RandomPipeline.CreateTiny"/>): unet, vae, text_encoder or scheduler.</summary>
+    public static string TinyJson(string component)
+    {
+        string name = $"StableLora.tiny/{component}.json";
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)
+                           ?? throw new InvalidOperationException($"embedded resource {name} is missing from the build");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
     private static ConfigReader Reader(string component) => ConfigReader.FromJson(Json(component), $"built-in SD 1.5 {component} config");
 }
