@@ -91,7 +91,7 @@ public sealed class LoraWeights : IDisposable
     {
         var plain = PlainLoraModules(format);
         if (format == LoraFileFormat.AttnProcs && LoraFileWriter.CannotHoldInSeedFormat(plain) is { } why)
-            throw new InvalidOptionsException("format", format, $"the seed's format cannot hold this LoRA: {why}; write it as Kohya or Peft");
+            throw new InvalidOptionsException("format", format, $"the diffusers attention-processor format (.pt) cannot hold this LoRA: {why}; write it as Kohya or Peft");
         LoraFileWriter.Write(path, plain, format, metadata);
     }
 

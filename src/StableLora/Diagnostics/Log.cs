@@ -109,10 +109,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "{Count} modules of {Path} match no layer of the model and were not loaded (lora key not loaded): {Keys}")]
     public static partial void LoraKeysSkipped(ILogger logger, int count, string path, string keys);
 
-    [LoggerMessage(EventId = 31, Level = LogLevel.Information, Message = "No lora_weights.pt is written: the seed's format holds only UNet attention LoRA, and this network also adapts {What}; the LoRA is {Main}")]
+    [LoggerMessage(EventId = 31, Level = LogLevel.Information, Message = "No lora_weights.pt is written: the diffusers attention-processor format (lora_weights.pt) holds only UNet attention LoRA, and this network also adapts {What}; the LoRA is {Main}")]
     public static partial void SeedFormatNotWritten(ILogger logger, string what, string main);
 
-    [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "Removed {Path} from an earlier run: this run's network cannot be written in the seed's format, and the old file must not be mistaken for the new LoRA")]
+    [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "Removed {Path} from an earlier run: this run's network cannot be written in the diffusers attention-processor format, and the old file must not be mistaken for the new LoRA")]
     public static partial void StaleSeedFileRemoved(ILogger logger, string path);
 
     [LoggerMessage(EventId = 200, Level = LogLevel.Debug, Message = "libtorch's CPU kernels are right on {Cpu} (checked in {Milliseconds:F0} ms)")]

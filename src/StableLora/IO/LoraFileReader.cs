@@ -147,7 +147,7 @@ internal static class LoraFileReader
     private static string Describe(LoraFileFormat format) => format switch
     {
         LoraFileFormat.Kohya => "kohya",
-        LoraFileFormat.AttnProcs => "seed's AttnProcsLayers",
+        LoraFileFormat.AttnProcs => "diffusers AttnProcsLayers (lora_weights.pt)",
         LoraFileFormat.Peft => "PEFT",
         _ => "diffusers 0.21",
     };

@@ -21,7 +21,7 @@ internal static class LoraFileWriter
         {
             case LoraFileFormat.AttnProcs:
                 if (CannotHoldInSeedFormat(modules) is { } reason)
-                    throw new ArgumentException($"the seed's .pt format holds only UNet attention LoRA, but {reason}; write kohya or PEFT", nameof(modules));
+                    throw new ArgumentException($"the diffusers attention-processor .pt format holds only UNet attention LoRA, but {reason}; write kohya or PEFT", nameof(modules));
                 TorchPickleWriter.Write(path, AttnProcsStateDict(modules));
                 break;
             case LoraFileFormat.Kohya:
