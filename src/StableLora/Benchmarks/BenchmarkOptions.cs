@@ -6,7 +6,7 @@ using System.Text.Json.Serialization;
 namespace StableLora.Benchmarks;
 
 /// <summary>The model sizes the benchmark builds (random weights, built in memory).</summary>
-public enum BenchmarkArchitecture
+internal enum BenchmarkArchitecture
 {
     /// <summary>The tiny configs of the diffusers reference script (<c>bench_diffusers.py --tiny</c>), for side-by-side CPU runs.</summary>
     Tiny,
@@ -19,7 +19,7 @@ public enum BenchmarkArchitecture
 }
 
 /// <summary>What the benchmark measures. Every training measurement is the seed's LoRA step (rank 4 on to_q/to_k/to_v/to_out.0).</summary>
-public sealed record BenchmarkOptions
+internal sealed record BenchmarkOptions
 {
     /// <summary>The model size.</summary>
     public BenchmarkArchitecture Architecture { get; init; } = BenchmarkArchitecture.Tiny;
@@ -95,7 +95,7 @@ public sealed record BenchmarkOptions
 /// <param name="AchievedTflops">FLOPs / median time.</param>
 /// <param name="FractionOfPeak">AchievedTflops / the peak.</param>
 /// <param name="Error">Why the task could not be measured, or null.</param>
-public sealed record BenchmarkMeasurement(
+internal sealed record BenchmarkMeasurement(
     string Task, string DType, int BatchSize, int Resolution, int Iterations,
     double MedianMs, double MinMs, double MaxMs, double ImagesPerSecond, long? PeakMemoryBytes,
     double? FlopsPerRepetition, double? AchievedTflops, double? FractionOfPeak, string? Error = null);
@@ -108,7 +108,7 @@ public sealed record BenchmarkMeasurement(
 /// <param name="PeakTflops">The peak used for the efficiency column.</param>
 /// <param name="PeakSource">Where that peak came from.</param>
 /// <param name="Measurements">The results.</param>
-public sealed record BenchmarkReport(
+internal sealed record BenchmarkReport(
     DateTimeOffset Date, string Machine, string Device, string Architecture, double PeakTflops, string PeakSource,
     IReadOnlyList<BenchmarkMeasurement> Measurements)
 {

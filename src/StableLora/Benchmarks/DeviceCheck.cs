@@ -18,7 +18,7 @@ namespace StableLora.Benchmarks;
 /// <param name="GradientNormRatio">The first step's gradient norm on the device / on the CPU.</param>
 /// <param name="Tolerance">The relative tolerance this precision is held to.</param>
 /// <param name="Passed">Whether every figure is within tolerance (cosine ≥ 1 − tolerance).</param>
-public sealed record DeviceCheckResult(string DType, double UnetRelativeError, IReadOnlyList<double> LossRelativeErrors,
+internal sealed record DeviceCheckResult(string DType, double UnetRelativeError, IReadOnlyList<double> LossRelativeErrors,
     double GradientCosine, double GradientNormRatio, double Tolerance, bool Passed);
 
 /// <summary>
@@ -26,7 +26,7 @@ public sealed record DeviceCheckResult(string DType, double UnetRelativeError, I
 /// against the same steps in float32 on the CPU (same weights, same inputs, same noise: every random draw is made on
 /// the CPU).
 /// </summary>
-public static class DeviceCheck
+internal static class DeviceCheck
 {
     /// <summary>Runs the check for each precision; fp32 on CUDA runs with TF32 off so that it is held to 1e-4.</summary>
     /// <param name="device">The device to check ("cuda", "cuda:1", "cpu").</param>

@@ -20,7 +20,7 @@ namespace StableLora.Benchmarks;
 /// random weights built in memory, the way <c>bench_diffusers.py</c> measures diffusers: warm-up, then the median and
 /// spread of timed repetitions, images per second, peak memory, and model FLOPs against the device's peak.
 /// </summary>
-public static class LoraBenchmark
+internal static class LoraBenchmark
 {
     /// <summary>Runs every measurement <paramref name="options"/> asks for. A task that fails is reported, not thrown.</summary>
     /// <param name="options">What to measure.</param>
