@@ -45,7 +45,7 @@ var trainer = LoraTrainingBuilder.FromPretrained(model)
     .WithCheckpointEvery(0).WithDevice("cpu").WithOutputDirectory(Path.Combine(work, "output"))
     .Build();
 TrainingResult result = await trainer.TrainAsync();
-using var generator = StableDiffusionGenerator.FromPretrained(model).WithLora(result.WeightsPath).WithDevice("cpu").Build();
+using var generator = StableDiffusionGenerator.FromPretrained(model).WithLora(result.LoraPath).WithDevice("cpu").Build();
 using var images = generator.Generate("a sketch", new GenerationOptions { Steps = 2, Seed = 1 });
 Console.WriteLine($"package smoke test OK: {result.StepsCompleted} steps, image {images.SaveAll(Path.Combine(work, "images"))[0]}");
 CS
