@@ -43,9 +43,32 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 1000.</value>
     public int MaxSteps { get; init; } = Defaults.MaxSteps;
 
-    /// <summary>Linear warm-up steps of the cosine schedule.</summary>
+    /// <summary>Linear warm-up steps of the learning-rate schedule (ignored by <see cref="StableLora.LearningRateSchedule.Constant"/>, and when <see cref="WarmupRatio"/> is given).</summary>
     /// <value>The default value is 100.</value>
     public int WarmupSteps { get; init; } = Defaults.WarmupSteps;
+
+    /// <summary>
+    /// Warm-up as a fraction of <see cref="MaxSteps"/>, in [0, 1]: int(ratio x MaxSteps) steps, as kohya's sd-scripts turns
+    /// an <c>lr_warmup_steps</c> below 1 into steps. Replaces <see cref="WarmupSteps"/> when given; null: WarmupSteps.
+    /// </summary>
+    public double? WarmupRatio { get; init; }
+
+    /// <summary>The learning-rate schedule (diffusers' <c>lr_scheduler</c>); every parameter group's peak is multiplied by it.</summary>
+    /// <value>The default value is <see cref="StableLora.LearningRateSchedule.Cosine"/> (the seed's).</value>
+    public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Cosine;
+
+    /// <summary>The number of hard restarts of <see cref="StableLora.LearningRateSchedule.CosineWithRestarts"/> (diffusers' <c>num_cycles</c>); null: 1. Only for that schedule.</summary>
+    public int? LearningRateCycles { get; init; }
+
+    /// <summary>The power of <see cref="StableLora.LearningRateSchedule.Polynomial"/> (diffusers' <c>power</c>); null: 1 (linear decay). Only for that schedule.</summary>
+    public double? LearningRatePower { get; init; }
+
+    /// <summary>
+    /// The learning rate <see cref="StableLora.LearningRateSchedule.Polynomial"/> ends at (diffusers' <c>lr_end</c>), relative to
+    /// <see cref="LearningRate"/>: a group whose peak differs ends at its peak x LearningRateEnd / LearningRate. Null: 1e-7
+    /// (diffusers' default). Must be below <see cref="LearningRate"/>. Only for that schedule.
+    /// </summary>
+    public double? LearningRateEnd { get; init; }
 
     /// <summary>The LoRA rank.</summary>
     /// <value>The default value is 4.</value>
@@ -303,7 +326,24 @@ public sealed record LoraTrainingOptions
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a positive number");
         Check(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1");
         Check(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
-        Check(WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(WarmupRatio is not null || WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(WarmupRatio is null || WarmupRatio is >= 0 and <= 1, nameof(WarmupRatio), WarmupRatio, "must be in [0, 1]");
+        Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), LearningRateSchedule,
+            "expected Constant, ConstantWithWarmup, Linear, Cosine, CosineWithRestarts or Polynomial");
+        Check(WarmupRatio is null || LearningRateSchedule != LearningRateSchedule.Constant, nameof(WarmupRatio), WarmupRatio,
+            "the constant schedule has no warm-up; use ConstantWithWarmup");
+        Check(LearningRateCycles is null || LearningRateCycles >= 1, nameof(LearningRateCycles), LearningRateCycles, "must be at least 1");
+        Check(LearningRateCycles is null || LearningRateSchedule == LearningRateSchedule.CosineWithRestarts, nameof(LearningRateCycles), LearningRateCycles,
+            $"only the CosineWithRestarts schedule has cycles (this run's is {LearningRateSchedule})");
+        Check(LearningRatePower is null || (LearningRatePower > 0 && double.IsFinite(LearningRatePower.Value)), nameof(LearningRatePower), LearningRatePower, "must be a positive number");
+        Check(LearningRatePower is null || LearningRateSchedule == LearningRateSchedule.Polynomial, nameof(LearningRatePower), LearningRatePower,
+            $"only the Polynomial schedule has a power (this run's is {LearningRateSchedule})");
+        Check(LearningRateEnd is null || (LearningRateEnd >= 0 && double.IsFinite(LearningRateEnd.Value)), nameof(LearningRateEnd), LearningRateEnd, "must be 0 or a positive number");
+        Check(LearningRateEnd is null || LearningRateSchedule == LearningRateSchedule.Polynomial, nameof(LearningRateEnd), LearningRateEnd,
+            $"only the Polynomial schedule has an end learning rate (this run's is {LearningRateSchedule})");
+        Check(LearningRateSchedule != LearningRateSchedule.Polynomial || !(LearningRate <= (LearningRateEnd ?? Training.LearningRateScheduleSettings.DefaultEndLearningRate)),
+            nameof(LearningRateEnd), LearningRateEnd ?? Training.LearningRateScheduleSettings.DefaultEndLearningRate,
+            $"the polynomial schedule's end learning rate must be below LearningRate ({Format(LearningRate)})");
         Check(Rank >= 1, nameof(Rank), Rank, "must be at least 1");
         Check(Alpha is null || (Alpha > 0 && double.IsFinite(Alpha.Value)), nameof(Alpha), Alpha, "must be a positive number");
         Check(Targets != LoraTargets.None && (Targets & ~LoraTargets.All) == 0, nameof(Targets), Targets, "choose at least one of Query, Key, Value, Output");

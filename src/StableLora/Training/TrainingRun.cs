@@ -16,7 +16,7 @@ namespace StableLora.Training;
 /// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption when the
 /// text encoder is frozen; every step, with gradients, when it has LoRA too), the UNet with LoRA, MSE against the noise
 /// (or the velocity for v-prediction models), backward, AdamW on the LoRA only (one parameter group per learning rate)
-/// with the cosine-with-warmup schedule, checkpoints, and the final LoRA files. Every random draw
+/// with diffusers' learning-rate schedules (cosine with warm-up by default), checkpoints, and the final LoRA files. Every random draw
 /// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
 /// continues exactly.
 /// </summary>
@@ -72,6 +72,7 @@ internal sealed class TrainingRun
             throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
         using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig);
         var prediction = PredictionTarget(model.SchedulerConfig);
+        var schedule = LearningRateScheduleSettings.For(options);
 
         var store = new CheckpointStore(options.OutputDirectory);
         store.RemoveStaleTemporaries();
@@ -153,7 +154,7 @@ internal sealed class TrainingRun
             }
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
-            double multiplier = CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
+            double multiplier = schedule.Multiplier(state.SchedulerSteps);
             double learningRate = options.LearningRate * multiplier;
             bool skipped = true;
             if (nonFiniteImages.Count > 0)
