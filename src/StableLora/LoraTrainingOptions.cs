@@ -197,6 +197,37 @@ public sealed record LoraTrainingOptions
     /// <summary>Min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE as the seed.</summary>
     public double? MinSnrGamma { get; init; }
 
+    /// <summary>The per-element loss (sd-scripts' <c>loss_type</c>).</summary>
+    /// <value>The default value is <see cref="StableLora.LossType.L2"/> (the seed's MSE).</value>
+    public LossType LossType { get; init; } = LossType.L2;
+
+    /// <summary>sd-scripts' <c>huber_c</c> for <see cref="StableLora.LossType.Huber"/> and <see cref="StableLora.LossType.SmoothL1"/>; null: 0.1 (sd-scripts' default). Only for those losses.</summary>
+    public double? HuberC { get; init; }
+
+    /// <summary>How the Huber threshold depends on the timestep (sd-scripts' <c>huber_schedule</c>); null: <see cref="StableLora.HuberSchedule.Snr"/> (sd-scripts' default). Only for the Huber and smooth-L1 losses.</summary>
+    public HuberSchedule? HuberSchedule { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>debiased_estimation_loss</c>: each sample's loss x 1 / sqrt(SNR_t) (1 / (SNR_t + 1) for v-prediction
+    /// models), SNR clamped at 1000.
+    /// </summary>
+    public bool DebiasedEstimation { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>ip_noise_gamma</c> (input perturbation, Ning et al. 2023): the UNet sees latents noised with
+    /// noise + gamma x N(0, 1) while the target stays the plain noise; null: off. 0.1 is the usual value.
+    /// </summary>
+    public double? IpNoiseGamma { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>zero_terminal_snr</c> (Lin et al. 2023): rescale the noise schedule's betas so that the last timestep
+    /// is pure noise. Only for v-prediction models (checked when the model is loaded).
+    /// </summary>
+    public bool ZeroTerminalSnr { get; init; }
+
+    /// <summary>sd-scripts' <c>v_pred_like_loss</c>: adds this x each sample's loss / (SNR_t / (SNR_t + 1)) (SNR clamped at 1000); null: off.</summary>
+    public double? VPredLikeLoss { get; init; }
+
     /// <summary>A prompt to render with the current LoRA every <see cref="ValidationEvery"/> steps (null: none).</summary>
     public string? ValidationPrompt { get; init; }
 
@@ -373,6 +404,14 @@ public sealed record LoraTrainingOptions
         Check(MaxGradNorm >= 0 && double.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "must be 0 (off) or a positive number");
         Check(NoiseOffset >= 0 && double.IsFinite(NoiseOffset), nameof(NoiseOffset), NoiseOffset, "must not be negative");
         Check(MinSnrGamma is null || MinSnrGamma > 0, nameof(MinSnrGamma), MinSnrGamma, "must be a positive number");
+        Check(Enum.IsDefined(LossType), nameof(LossType), LossType, "expected L2, L1, Huber or SmoothL1");
+        bool huber = LossType is LossType.Huber or LossType.SmoothL1;
+        Check(HuberC is null || (HuberC > 0 && double.IsFinite(HuberC.Value)), nameof(HuberC), HuberC, "must be a positive number");
+        Check(HuberC is null || huber, nameof(HuberC), HuberC, $"only the Huber and SmoothL1 losses use it (this run's is {LossType})");
+        Check(HuberSchedule is null || Enum.IsDefined(HuberSchedule.Value), nameof(HuberSchedule), HuberSchedule, "expected Constant, Exponential or Snr");
+        Check(HuberSchedule is null || huber, nameof(HuberSchedule), HuberSchedule, $"only the Huber and SmoothL1 losses use it (this run's is {LossType})");
+        Check(IpNoiseGamma is null || (IpNoiseGamma > 0 && double.IsFinite(IpNoiseGamma.Value)), nameof(IpNoiseGamma), IpNoiseGamma, "must be a positive number");
+        Check(VPredLikeLoss is null || (VPredLikeLoss > 0 && double.IsFinite(VPredLikeLoss.Value)), nameof(VPredLikeLoss), VPredLikeLoss, "must be a positive number");
         Check(ValidationEvery >= 0, nameof(ValidationEvery), ValidationEvery, "must not be negative");
         Check(!CacheLatents || (!RandomCrop && !RandomFlip), nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped or flipped");
         Check(!GradientCheckpointing || (LoraDropout == 0 && NetworkDropout == 0 && RankDropout == 0 && ModuleDropout == 0), nameof(GradientCheckpointing), GradientCheckpointing,

@@ -15,8 +15,9 @@ namespace StableLora.Training;
 /// One training run, the seed's train.py as a loop: VAE-encode without grad (latent_dist.sample x scaling factor),
 /// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption when the
 /// text encoder is frozen; every step, with gradients, when it has LoRA too), the UNet with LoRA, MSE against the noise
-/// (or the velocity for v-prediction models), backward, AdamW on the LoRA only (one parameter group per learning rate)
-/// with diffusers' learning-rate schedules (cosine with warm-up by default), checkpoints, and the final LoRA files. Every random draw
+/// (or the velocity for v-prediction models; or sd-scripts' other losses and weightings), backward, AdamW on the LoRA only
+/// (one parameter group per learning rate) with diffusers' learning-rate schedules (cosine with warm-up by default),
+/// checkpoints, and the final LoRA files. Every random draw
 /// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
 /// continues exactly.
 /// </summary>
@@ -70,8 +71,13 @@ internal sealed class TrainingRun
         _hooks.ModelLoaded?.Invoke(model);
         if (options.Resolution % model.VaeScaleFactor != 0)
             throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
-        using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig);
         var prediction = PredictionTarget(model.SchedulerConfig);
+        if (options.ZeroTerminalSnr && prediction != PredictionKind.Velocity)
+            throw new InvalidOptionsException(nameof(options.ZeroTerminalSnr), true,
+                $"zero terminal SNR needs a v_prediction model; {options.Model} predicts epsilon (its last timestep would be pure noise it cannot denoise)");
+        using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig, zeroTerminalSnr: options.ZeroTerminalSnr);
+        // sd-scripts computes the SNR loss weights before rescaling the betas (see LossFunctions.Compute).
+        using var snrScheduler = options.ZeroTerminalSnr ? new DdpmScheduler(model.SchedulerConfig) : null;
         var schedule = LearningRateScheduleSettings.For(options);
 
         var store = new CheckpointStore(options.OutputDirectory);
@@ -101,7 +107,8 @@ internal sealed class TrainingRun
             Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
         var lossParameters = parameters.Select(p => p.Parameter).ToList();
         var step = new LoraStep(model.Unet, model.Vae, noiseScheduler, prediction,
-            new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm), lossParameters, optimizer, scaler);
+            new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm, options.IpNoiseGamma, LossSettings.For(options)), lossParameters, optimizer, scaler,
+            snrScheduler);
 
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
             options.Seed, options.SkipUnreadableImages, _logger);
