@@ -312,12 +312,41 @@ internal sealed class TrainingRun
             extra["ss_text_encoder_lr"] = IO.PythonFloats.Repr(_options.TextEncoderLearningRate ?? _options.LearningRate);
         extra["ss_unet_lr"] = IO.PythonFloats.Repr(_options.UnetLearningRate ?? _options.LearningRate);
         extra["ss_network_train_unet_only"] = _options.TrainTextEncoder ? "False" : "True";
+        foreach (var (key, value) in TrainingSettingsMetadata(_options))
+            extra[key] = value;
         return new LoraExportMetadata(
             OutputName: "lora_kohya", BaseModel: _options.Model, TrainingSteps: state.Step,
             Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount)
         {
             Extra = extra,
         };
+    }
+
+    /// <summary>
+    /// The schedule and loss settings as sd-scripts' train_network.py writes them (<c>str(args.x)</c>): Python's repr of
+    /// floats, "True"/"False", "None" for an unset option. <c>ss_lr_warmup_steps</c> is the ratio when one was given
+    /// (kohya takes a float below 1 as a ratio) and 0 for the constant schedule, which has no warm-up; sd-scripts writes
+    /// no cycles or power, nor the v-prediction-like loss.
+    /// </summary>
+    internal static IEnumerable<KeyValuePair<string, string>> TrainingSettingsMetadata(LoraTrainingOptions options)
+    {
+        static string Bool(bool value) => value ? "True" : "False";
+        static string Optional(double? value) => value is { } v ? IO.PythonFloats.Repr(v) : "None";
+        var loss = LossSettings.For(options);
+        yield return new("ss_lr_scheduler", LearningRateScheduleSettings.Name(options.LearningRateSchedule));
+        yield return new("ss_lr_warmup_steps", options.WarmupRatio is { } ratio && options.LearningRateSchedule != LearningRateSchedule.Constant
+            ? IO.PythonFloats.Repr(ratio)
+            : LearningRateScheduleSettings.EffectiveWarmupSteps(options).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("ss_max_grad_norm", IO.PythonFloats.Repr(options.MaxGradNorm));
+        yield return new("ss_noise_offset", Optional(options.NoiseOffset > 0 ? options.NoiseOffset : null));
+        yield return new("ss_min_snr_gamma", Optional(options.MinSnrGamma));
+        yield return new("ss_loss_type", LossSettings.Name(loss.Type));
+        yield return new("ss_huber_schedule", LossSettings.Name(loss.HuberSchedule));
+        yield return new("ss_huber_c", IO.PythonFloats.Repr(loss.HuberC));
+        yield return new("ss_huber_scale", IO.PythonFloats.Repr(LossSettings.HuberScale));
+        yield return new("ss_debiased_estimation", Bool(options.DebiasedEstimation));
+        yield return new("ss_ip_noise_gamma", Optional(options.IpNoiseGamma));
+        yield return new("ss_zero_terminal_snr", Bool(options.ZeroTerminalSnr));
     }
 
     /// <summary>The optimizer's parameter groups: the UNet's LoRA and the text encoder's, each at its own peak learning rate.</summary>
