@@ -141,9 +141,30 @@ public sealed class LoraTrainingBuilder
     /// <param name="maxSteps">At least 1.</param>
     public LoraTrainingBuilder WithMaxSteps(int maxSteps) => Set(o => o with { MaxSteps = maxSteps });
 
-    /// <summary>Linear warm-up steps of the cosine schedule.</summary>
+    /// <summary>Linear warm-up steps of the learning-rate schedule (replaces a warm-up ratio set before).</summary>
     /// <param name="warmupSteps">0 to MaxSteps.</param>
-    public LoraTrainingBuilder WithWarmupSteps(int warmupSteps) => Set(o => o with { WarmupSteps = warmupSteps });
+    public LoraTrainingBuilder WithWarmupSteps(int warmupSteps) => Set(o => o with { WarmupSteps = warmupSteps, WarmupRatio = null });
+
+    /// <summary>
+    /// Warm-up as a fraction of the run: int(ratio x MaxSteps) steps, as kohya's sd-scripts reads an <c>lr_warmup_steps</c>
+    /// below 1 (replaces warm-up steps set before). Not for the constant schedule, which has no warm-up.
+    /// </summary>
+    /// <param name="ratio">In [0, 1], e.g. 0.05.</param>
+    public LoraTrainingBuilder WithWarmupRatio(double ratio) => Set(o => o with { WarmupRatio = ratio });
+
+    /// <summary>
+    /// The learning-rate schedule, with diffusers' <c>get_scheduler</c> names and arithmetic (see <see cref="LearningRateSchedule"/>);
+    /// every parameter group's peak learning rate is multiplied by it. The default is <see cref="LearningRateSchedule.Cosine"/>.
+    /// </summary>
+    /// <param name="schedule">The schedule.</param>
+    /// <param name="cycles">The hard restarts of <see cref="LearningRateSchedule.CosineWithRestarts"/> (diffusers' <c>num_cycles</c>); null: 1. Only for that schedule.</param>
+    /// <param name="power">The power of <see cref="LearningRateSchedule.Polynomial"/>; null: 1. Only for that schedule.</param>
+    /// <param name="endLearningRate">
+    /// The learning rate <see cref="LearningRateSchedule.Polynomial"/> ends at (diffusers' <c>lr_end</c>; null: 1e-7), below the run's
+    /// learning rate; a parameter group with another peak ends at its peak x end / learning rate, as in diffusers. Only for that schedule.
+    /// </param>
+    public LoraTrainingBuilder WithLearningRateSchedule(LearningRateSchedule schedule, int? cycles = null, double? power = null, double? endLearningRate = null) =>
+        Set(o => o with { LearningRateSchedule = schedule, LearningRateCycles = cycles, LearningRatePower = power, LearningRateEnd = endLearningRate });
 
     /// <summary>Write a checkpoint every this many steps.</summary>
     /// <param name="steps">0: only at the end.</param>
@@ -184,6 +205,30 @@ public sealed class LoraTrainingBuilder
     /// <summary>Min-SNR-gamma loss weighting (5 is the usual value).</summary>
     /// <param name="gamma">A positive number.</param>
     public LoraTrainingBuilder WithMinSnrGamma(double gamma) => Set(o => o with { MinSnrGamma = gamma });
+
+    /// <summary>
+    /// The per-element loss, as sd-scripts' <c>loss_type</c> (see <see cref="LossType"/>); the default is <see cref="LossType.L2"/>,
+    /// the seed's MSE.
+    /// </summary>
+    /// <param name="type">L2, L1, Huber or SmoothL1.</param>
+    /// <param name="huberC">sd-scripts' <c>huber_c</c> (null: 0.1). Only for Huber and SmoothL1.</param>
+    /// <param name="huberSchedule">How the Huber threshold follows the timestep (null: <see cref="HuberSchedule.Snr"/>, sd-scripts' default). Only for Huber and SmoothL1.</param>
+    public LoraTrainingBuilder WithLossType(LossType type, double? huberC = null, HuberSchedule? huberSchedule = null) =>
+        Set(o => o with { LossType = type, HuberC = huberC, HuberSchedule = huberSchedule });
+
+    /// <summary>sd-scripts' debiased estimation loss: each sample's loss x 1 / sqrt(SNR) (1 / (SNR + 1) for v-prediction models).</summary>
+    public LoraTrainingBuilder WithDebiasedEstimation() => Set(o => o with { DebiasedEstimation = true });
+
+    /// <summary>sd-scripts' input perturbation noise: the UNet's input is noised with noise + gamma x N(0, 1); the target stays the noise.</summary>
+    /// <param name="gamma">A positive number; 0.1 is the usual value.</param>
+    public LoraTrainingBuilder WithIpNoiseGamma(double gamma) => Set(o => o with { IpNoiseGamma = gamma });
+
+    /// <summary>sd-scripts' zero terminal SNR: rescale the noise schedule so that its last timestep is pure noise. Only for v-prediction models.</summary>
+    public LoraTrainingBuilder WithZeroTerminalSnr() => Set(o => o with { ZeroTerminalSnr = true });
+
+    /// <summary>sd-scripts' <c>v_pred_like_loss</c>: adds this x the loss scaled as a v-prediction loss would be.</summary>
+    /// <param name="weight">A positive number.</param>
+    public LoraTrainingBuilder WithVPredLikeLoss(double weight) => Set(o => o with { VPredLikeLoss = weight });
 
     /// <summary>Encode each image to latents once and reuse them (no random crop or flip).</summary>
     public LoraTrainingBuilder WithLatentCaching() => Set(o => o with { CacheLatents = true });

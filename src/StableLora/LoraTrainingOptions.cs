@@ -43,9 +43,32 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 1000.</value>
     public int MaxSteps { get; init; } = Defaults.MaxSteps;
 
-    /// <summary>Linear warm-up steps of the cosine schedule.</summary>
+    /// <summary>Linear warm-up steps of the learning-rate schedule (ignored by <see cref="StableLora.LearningRateSchedule.Constant"/>, and when <see cref="WarmupRatio"/> is given).</summary>
     /// <value>The default value is 100.</value>
     public int WarmupSteps { get; init; } = Defaults.WarmupSteps;
+
+    /// <summary>
+    /// Warm-up as a fraction of <see cref="MaxSteps"/>, in [0, 1]: int(ratio x MaxSteps) steps, as kohya's sd-scripts turns
+    /// an <c>lr_warmup_steps</c> below 1 into steps. Replaces <see cref="WarmupSteps"/> when given; null: WarmupSteps.
+    /// </summary>
+    public double? WarmupRatio { get; init; }
+
+    /// <summary>The learning-rate schedule (diffusers' <c>lr_scheduler</c>); every parameter group's peak is multiplied by it.</summary>
+    /// <value>The default value is <see cref="StableLora.LearningRateSchedule.Cosine"/> (the seed's).</value>
+    public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Cosine;
+
+    /// <summary>The number of hard restarts of <see cref="StableLora.LearningRateSchedule.CosineWithRestarts"/> (diffusers' <c>num_cycles</c>); null: 1. Only for that schedule.</summary>
+    public int? LearningRateCycles { get; init; }
+
+    /// <summary>The power of <see cref="StableLora.LearningRateSchedule.Polynomial"/> (diffusers' <c>power</c>); null: 1 (linear decay). Only for that schedule.</summary>
+    public double? LearningRatePower { get; init; }
+
+    /// <summary>
+    /// The learning rate <see cref="StableLora.LearningRateSchedule.Polynomial"/> ends at (diffusers' <c>lr_end</c>), relative to
+    /// <see cref="LearningRate"/>: a group whose peak differs ends at its peak x LearningRateEnd / LearningRate. Null: 1e-7
+    /// (diffusers' default). Must be below <see cref="LearningRate"/>. Only for that schedule.
+    /// </summary>
+    public double? LearningRateEnd { get; init; }
 
     /// <summary>The LoRA rank.</summary>
     /// <value>The default value is 4.</value>
@@ -173,6 +196,37 @@ public sealed record LoraTrainingOptions
 
     /// <summary>Min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE as the seed.</summary>
     public double? MinSnrGamma { get; init; }
+
+    /// <summary>The per-element loss (sd-scripts' <c>loss_type</c>).</summary>
+    /// <value>The default value is <see cref="StableLora.LossType.L2"/> (the seed's MSE).</value>
+    public LossType LossType { get; init; } = LossType.L2;
+
+    /// <summary>sd-scripts' <c>huber_c</c> for <see cref="StableLora.LossType.Huber"/> and <see cref="StableLora.LossType.SmoothL1"/>; null: 0.1 (sd-scripts' default). Only for those losses.</summary>
+    public double? HuberC { get; init; }
+
+    /// <summary>How the Huber threshold depends on the timestep (sd-scripts' <c>huber_schedule</c>); null: <see cref="StableLora.HuberSchedule.Snr"/> (sd-scripts' default). Only for the Huber and smooth-L1 losses.</summary>
+    public HuberSchedule? HuberSchedule { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>debiased_estimation_loss</c>: each sample's loss x 1 / sqrt(SNR_t) (1 / (SNR_t + 1) for v-prediction
+    /// models), SNR clamped at 1000.
+    /// </summary>
+    public bool DebiasedEstimation { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>ip_noise_gamma</c> (input perturbation, Ning et al. 2023): the UNet sees latents noised with
+    /// noise + gamma x N(0, 1) while the target stays the plain noise; null: off. 0.1 is the usual value.
+    /// </summary>
+    public double? IpNoiseGamma { get; init; }
+
+    /// <summary>
+    /// sd-scripts' <c>zero_terminal_snr</c> (Lin et al. 2023): rescale the noise schedule's betas so that the last timestep
+    /// is pure noise. Only for v-prediction models (checked when the model is loaded).
+    /// </summary>
+    public bool ZeroTerminalSnr { get; init; }
+
+    /// <summary>sd-scripts' <c>v_pred_like_loss</c>: adds this x each sample's loss / (SNR_t / (SNR_t + 1)) (SNR clamped at 1000); null: off.</summary>
+    public double? VPredLikeLoss { get; init; }
 
     /// <summary>A prompt to render with the current LoRA every <see cref="ValidationEvery"/> steps (null: none).</summary>
     public string? ValidationPrompt { get; init; }
@@ -303,7 +357,24 @@ public sealed record LoraTrainingOptions
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a positive number");
         Check(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1");
         Check(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
-        Check(WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(WarmupRatio is not null || WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(WarmupRatio is null || WarmupRatio is >= 0 and <= 1, nameof(WarmupRatio), WarmupRatio, "must be in [0, 1]");
+        Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), LearningRateSchedule,
+            "expected Constant, ConstantWithWarmup, Linear, Cosine, CosineWithRestarts or Polynomial");
+        Check(WarmupRatio is null || LearningRateSchedule != LearningRateSchedule.Constant, nameof(WarmupRatio), WarmupRatio,
+            "the constant schedule has no warm-up; use ConstantWithWarmup");
+        Check(LearningRateCycles is null || LearningRateCycles >= 1, nameof(LearningRateCycles), LearningRateCycles, "must be at least 1");
+        Check(LearningRateCycles is null || LearningRateSchedule == LearningRateSchedule.CosineWithRestarts, nameof(LearningRateCycles), LearningRateCycles,
+            $"only the CosineWithRestarts schedule has cycles (this run's is {LearningRateSchedule})");
+        Check(LearningRatePower is null || (LearningRatePower > 0 && double.IsFinite(LearningRatePower.Value)), nameof(LearningRatePower), LearningRatePower, "must be a positive number");
+        Check(LearningRatePower is null || LearningRateSchedule == LearningRateSchedule.Polynomial, nameof(LearningRatePower), LearningRatePower,
+            $"only the Polynomial schedule has a power (this run's is {LearningRateSchedule})");
+        Check(LearningRateEnd is null || (LearningRateEnd >= 0 && double.IsFinite(LearningRateEnd.Value)), nameof(LearningRateEnd), LearningRateEnd, "must be 0 or a positive number");
+        Check(LearningRateEnd is null || LearningRateSchedule == LearningRateSchedule.Polynomial, nameof(LearningRateEnd), LearningRateEnd,
+            $"only the Polynomial schedule has an end learning rate (this run's is {LearningRateSchedule})");
+        Check(LearningRateSchedule != LearningRateSchedule.Polynomial || !(LearningRate <= (LearningRateEnd ?? Training.LearningRateScheduleSettings.DefaultEndLearningRate)),
+            nameof(LearningRateEnd), LearningRateEnd ?? Training.LearningRateScheduleSettings.DefaultEndLearningRate,
+            $"the polynomial schedule's end learning rate must be below LearningRate ({Format(LearningRate)})");
         Check(Rank >= 1, nameof(Rank), Rank, "must be at least 1");
         Check(Alpha is null || (Alpha > 0 && double.IsFinite(Alpha.Value)), nameof(Alpha), Alpha, "must be a positive number");
         Check(Targets != LoraTargets.None && (Targets & ~LoraTargets.All) == 0, nameof(Targets), Targets, "choose at least one of Query, Key, Value, Output");
@@ -333,6 +404,14 @@ public sealed record LoraTrainingOptions
         Check(MaxGradNorm >= 0 && double.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "must be 0 (off) or a positive number");
         Check(NoiseOffset >= 0 && double.IsFinite(NoiseOffset), nameof(NoiseOffset), NoiseOffset, "must not be negative");
         Check(MinSnrGamma is null || MinSnrGamma > 0, nameof(MinSnrGamma), MinSnrGamma, "must be a positive number");
+        Check(Enum.IsDefined(LossType), nameof(LossType), LossType, "expected L2, L1, Huber or SmoothL1");
+        bool huber = LossType is LossType.Huber or LossType.SmoothL1;
+        Check(HuberC is null || (HuberC > 0 && double.IsFinite(HuberC.Value)), nameof(HuberC), HuberC, "must be a positive number");
+        Check(HuberC is null || huber, nameof(HuberC), HuberC, $"only the Huber and SmoothL1 losses use it (this run's is {LossType})");
+        Check(HuberSchedule is null || Enum.IsDefined(HuberSchedule.Value), nameof(HuberSchedule), HuberSchedule, "expected Constant, Exponential or Snr");
+        Check(HuberSchedule is null || huber, nameof(HuberSchedule), HuberSchedule, $"only the Huber and SmoothL1 losses use it (this run's is {LossType})");
+        Check(IpNoiseGamma is null || (IpNoiseGamma > 0 && double.IsFinite(IpNoiseGamma.Value)), nameof(IpNoiseGamma), IpNoiseGamma, "must be a positive number");
+        Check(VPredLikeLoss is null || (VPredLikeLoss > 0 && double.IsFinite(VPredLikeLoss.Value)), nameof(VPredLikeLoss), VPredLikeLoss, "must be a positive number");
         Check(ValidationEvery >= 0, nameof(ValidationEvery), ValidationEvery, "must not be negative");
         Check(!CacheLatents || (!RandomCrop && !RandomFlip), nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped or flipped");
         Check(!GradientCheckpointing || (LoraDropout == 0 && NetworkDropout == 0 && RankDropout == 0 && ModuleDropout == 0), nameof(GradientCheckpointing), GradientCheckpointing,

@@ -49,6 +49,34 @@ internal static class Parsing
         _ => throw new ArgumentException($"--mixed-precision {text}: expected no, fp16 or bf16"),
     };
 
+    public static LearningRateSchedule LearningRateSchedule(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "constant" => StableLora.LearningRateSchedule.Constant,
+        "constant_with_warmup" => StableLora.LearningRateSchedule.ConstantWithWarmup,
+        "linear" => StableLora.LearningRateSchedule.Linear,
+        "cosine" => StableLora.LearningRateSchedule.Cosine,
+        "cosine_with_restarts" => StableLora.LearningRateSchedule.CosineWithRestarts,
+        "polynomial" => StableLora.LearningRateSchedule.Polynomial,
+        _ => throw new ArgumentException($"--lr-scheduler {text}: expected constant, constant_with_warmup, linear, cosine, cosine_with_restarts or polynomial"),
+    };
+
+    public static LossType LossType(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "l2" => StableLora.LossType.L2,
+        "l1" => StableLora.LossType.L1,
+        "huber" => StableLora.LossType.Huber,
+        "smooth_l1" => StableLora.LossType.SmoothL1,
+        _ => throw new ArgumentException($"--loss-type {text}: expected l2, l1, huber or smooth_l1"),
+    };
+
+    public static HuberSchedule HuberSchedule(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "constant" => StableLora.HuberSchedule.Constant,
+        "exponential" => StableLora.HuberSchedule.Exponential,
+        "snr" => StableLora.HuberSchedule.Snr,
+        _ => throw new ArgumentException($"--huber-schedule {text}: expected constant, exponential or snr"),
+    };
+
     public static NonFiniteLossPolicy NonFinitePolicy(string text) => text.ToLowerInvariant() switch
     {
         "skip" => NonFiniteLossPolicy.SkipStep,

@@ -16,7 +16,20 @@ internal sealed class TrainCommand
     private readonly Option<int?> _batchSize = Parsing.Option<int?>("--batch-size", "Images per batch (default 1)");
     private readonly Option<double?> _learningRate = Parsing.Option<double?>("--lr", "Peak learning rate (default 1e-4)");
     private readonly Option<int?> _maxSteps = Parsing.Option<int?>("--max-steps", "Optimizer steps (default 1000)");
-    private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the cosine schedule (default 100)");
+    private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the learning-rate schedule (default 100)");
+    private readonly Option<string?> _lrScheduler = Parsing.Option<string?>("--lr-scheduler",
+        "Learning-rate schedule (diffusers' names): constant, constant_with_warmup, linear, cosine (default), cosine_with_restarts or polynomial");
+    private readonly Option<double?> _lrWarmupRatio = Parsing.Option<double?>("--lr-warmup-ratio", "Warm-up as a fraction of --max-steps, in [0, 1] (instead of --warmup-steps)");
+    private readonly Option<int?> _lrCycles = Parsing.Option<int?>("--lr-cycles", "Hard restarts of cosine_with_restarts (default 1)");
+    private readonly Option<double?> _lrPower = Parsing.Option<double?>("--lr-power", "Power of the polynomial schedule (default 1)");
+    private readonly Option<double?> _lrEnd = Parsing.Option<double?>("--lr-end", "Learning rate the polynomial schedule ends at, below --lr (default 1e-7)");
+    private readonly Option<string?> _lossType = Parsing.Option<string?>("--loss-type", "Loss (sd-scripts' loss_type): l2 (default), l1, huber or smooth_l1");
+    private readonly Option<double?> _huberC = Parsing.Option<double?>("--huber-c", "Huber threshold of huber and smooth_l1 (default 0.1)");
+    private readonly Option<string?> _huberSchedule = Parsing.Option<string?>("--huber-schedule", "How the Huber threshold follows the timestep: constant, exponential or snr (default)");
+    private readonly Option<bool> _debiasedEstimation = Parsing.Option<bool>("--debiased-estimation", "sd-scripts' debiased estimation loss weighting");
+    private readonly Option<double?> _ipNoiseGamma = Parsing.Option<double?>("--ip-noise-gamma", "Input perturbation noise strength (e.g. 0.1)");
+    private readonly Option<bool> _zeroTerminalSnr = Parsing.Option<bool>("--zero-terminal-snr", "Rescale the noise schedule to zero terminal SNR (v-prediction models only)");
+    private readonly Option<double?> _vPredLikeLoss = Parsing.Option<double?>("--v-pred-like-loss", "Add this x a v-prediction-like loss (sd-scripts' v_pred_like_loss)");
     private readonly Option<int?> _rank = Parsing.Option<int?>("--rank", "LoRA rank (default 4)");
     private readonly Option<double?> _alpha = Parsing.Option<double?>("--alpha", "LoRA alpha (default: the rank)");
     private readonly Option<string?> _targets = Parsing.Option<string?>("--targets", "Adapted UNet layers: attention (default, the seed's), kohya (every Transformer2DModel layer) or comma-separated module-path globs");
@@ -49,7 +62,9 @@ internal sealed class TrainCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
-        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps, _rank, _alpha,
+        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps,
+                     _lrScheduler, _lrWarmupRatio, _lrCycles, _lrPower, _lrEnd, _lossType, _huberC, _huberSchedule, _debiasedEstimation, _ipNoiseGamma, _zeroTerminalSnr,
+                     _vPredLikeLoss, _rank, _alpha,
                      _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
                      _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard }.Concat(_modelSource.Options))
@@ -90,6 +105,13 @@ internal sealed class TrainCommand
         string? GetText(Option<string?> option) => result.GetValue(option);
         var targets = GetText(_targets) is { } targetText ? Parsing.Targets(targetText) : ((LoraPreset, string[])?)null;
         bool textEncoder = result.GetValue(_trainTextEncoder);
+        var schedule = GetText(_lrScheduler) is { } scheduleText ? Parsing.LearningRateSchedule(scheduleText) : (LearningRateSchedule?)null;
+        var lossType = GetText(_lossType) is { } lossText ? Parsing.LossType(lossText) : (LossType?)null;
+        var huberSchedule = GetText(_huberSchedule) is { } huberText ? Parsing.HuberSchedule(huberText) : (HuberSchedule?)null;
+        if (Get(_warmupSteps) is not null && Get(_lrWarmupRatio) is not null)
+            throw new ArgumentException("--warmup-steps and --lr-warmup-ratio both set the warm-up: give one");
+        if (schedule == LearningRateSchedule.Constant && Get(_warmupSteps) is > 0)
+            throw new ArgumentException("--warmup-steps: the constant schedule has no warm-up; use --lr-scheduler constant_with_warmup");
 
         return builder.WithOptions(o => o with
         {
@@ -100,6 +122,18 @@ internal sealed class TrainCommand
             LearningRate = Get(_learningRate) ?? o.LearningRate,
             MaxSteps = Get(_maxSteps) ?? o.MaxSteps,
             WarmupSteps = Get(_warmupSteps) ?? Math.Min(o.WarmupSteps, Get(_maxSteps) ?? o.MaxSteps),
+            WarmupRatio = Get(_lrWarmupRatio) ?? (Get(_warmupSteps) is null ? o.WarmupRatio : null),
+            LearningRateSchedule = schedule ?? o.LearningRateSchedule,
+            LearningRateCycles = Get(_lrCycles) ?? o.LearningRateCycles,
+            LearningRatePower = Get(_lrPower) ?? o.LearningRatePower,
+            LearningRateEnd = Get(_lrEnd) ?? o.LearningRateEnd,
+            LossType = lossType ?? o.LossType,
+            HuberC = Get(_huberC) ?? o.HuberC,
+            HuberSchedule = huberSchedule ?? o.HuberSchedule,
+            DebiasedEstimation = result.GetValue(_debiasedEstimation) || o.DebiasedEstimation,
+            IpNoiseGamma = Get(_ipNoiseGamma) ?? o.IpNoiseGamma,
+            ZeroTerminalSnr = result.GetValue(_zeroTerminalSnr) || o.ZeroTerminalSnr,
+            VPredLikeLoss = Get(_vPredLikeLoss) ?? o.VPredLikeLoss,
             Rank = Get(_rank) ?? o.Rank,
             Alpha = Get(_alpha) ?? o.Alpha,
             Preset = targets?.Item1 ?? o.Preset,

@@ -19,8 +19,13 @@ internal sealed class DdpmScheduler : SchedulerBase
     private long[] _timestepValues;
     private int _stepRatio = 1;
 
-    public DdpmScheduler(SchedulerConfig config)
-        : base(SchedulerKind.Ddpm, config, NoiseSchedule.Create(config, "DDPMScheduler", allowSigmoid: true))
+    /// <param name="config">The scheduler config.</param>
+    /// <param name="zeroTerminalSnr">
+    /// Rescale the betas to zero terminal SNR (Lin et al. 2023) as sd-scripts' <c>--zero_terminal_snr</c> does
+    /// (<c>fix_noise_scheduler_betas_for_zero_terminal_snr</c>, the same arithmetic as diffusers' <c>rescale_zero_terminal_snr</c>).
+    /// </param>
+    public DdpmScheduler(SchedulerConfig config, bool zeroTerminalSnr = false)
+        : base(SchedulerKind.Ddpm, config, NoiseSchedule.Create(config, "DDPMScheduler", allowSigmoid: true, rescaleZeroSnr: zeroTerminalSnr))
     {
         _trainSteps = ConfigValues.NumTrainTimesteps(config);
         _stepsOffset = ConfigValues.StepsOffset(config);

@@ -8,7 +8,12 @@ using static TorchSharp.torch;
 namespace StableLora.Training;
 
 /// <summary>The loss and update settings of a step.</summary>
-internal sealed record LoraStepSettings(double NoiseOffset, double? MinSnrGamma, double MaxGradNorm);
+/// <param name="NoiseOffset">kohya's noise offset (0: off).</param>
+/// <param name="MinSnrGamma">min-SNR-gamma weighting, or null.</param>
+/// <param name="MaxGradNorm">Gradient clipping norm (0: off).</param>
+/// <param name="IpNoiseGamma">sd-scripts' input perturbation noise strength, or null.</param>
+/// <param name="Loss">The loss type and sd-scripts' loss weightings; null: the seed's MSE.</param>
+internal sealed record LoraStepSettings(double NoiseOffset, double? MinSnrGamma, double MaxGradNorm, double? IpNoiseGamma = null, LossSettings? Loss = null);
 
 /// <summary>What an update did.</summary>
 internal enum UpdateOutcome
@@ -24,11 +29,16 @@ internal enum UpdateOutcome
 
 /// <summary>
 /// The arithmetic of one training step, shared by the training loop and the benchmarks: latents from the VAE's
-/// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 MSE (optionally min-SNR-weighted),
-/// backward; then unscaling (fp16), clipping and AdamW on the LoRA parameters.
+/// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 loss (the seed's MSE, optionally
+/// min-SNR-weighted, or sd-scripts' loss settings), backward; then unscaling (fp16), clipping and AdamW on the LoRA
+/// parameters.
 /// </summary>
+/// <remarks>
+/// <c>snrScheduler</c> is the schedule the SNR loss weights come from when it differs from <c>scheduler</c>: sd-scripts
+/// computes them before <c>zero_terminal_snr</c> rescales the betas (see <see cref="LossFunctions.Compute"/>); null: <c>scheduler</c>.
+/// </remarks>
 internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, DdpmScheduler scheduler, PredictionKind prediction,
-    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, AdamWOptimizer optimizer, LossScaler? scaler)
+    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, AdamWOptimizer optimizer, LossScaler? scaler, DdpmScheduler? snrScheduler = null)
 {
     public IReadOnlyList<Parameter> Parameters => parameters;
 
@@ -41,8 +51,9 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
 
     /// <summary>
     /// One micro-batch forward and backward. Every draw comes from <paramref name="generator"/> on the CPU, in this
-    /// order: the latent sample's ε, the noise (and the noise offset), the timesteps. Returns the unscaled loss; a
-    /// non-finite loss is not back-propagated.
+    /// order: the latent sample's ε, the noise (and the noise offset), the timesteps, and (with
+    /// <see cref="LoraStepSettings.IpNoiseGamma"/>) the input perturbation noise, so that settings without a draw leave
+    /// every other draw where it was. Returns the unscaled loss; a non-finite loss is not back-propagated.
     /// </summary>
     public double ForwardBackward(DiagonalGaussianDistribution moments, Tensor conditioning, Generator generator, double backwardScale)
     {
@@ -62,16 +73,34 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
             noise = noise.Plus(randn(new[] { latents.shape[0], latents.shape[1], 1L, 1L }, float32, CPU, generator: generator).Times(settings.NoiseOffset));
         noise = noise.to(device);
         var timesteps = randint(0, scheduler.TrainTimesteps, new[] { latents.shape[0] }, int64, CPU, generator: generator).to(device);
-        var noisy = scheduler.AddNoise(latents, noise, timesteps);
+        var perturbation = settings.IpNoiseGamma is null ? null : randn(latents.shape, float32, CPU, generator: generator).to(device);
+        var noisy = NoisyLatents(scheduler, latents, noise, timesteps, perturbation, settings.IpNoiseGamma);
         var target = prediction == PredictionKind.Velocity ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
 
         var predicted = unet.Forward(noisy.to(unet.Spec.DType), timesteps, conditioning.to(unet.Spec.DType));
-        var loss = LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, scheduler, prediction, settings.MinSnrGamma);
+        var lossSettings = settings.Loss ?? LossSettings.Default;
+        var loss = lossSettings.IsPlainMse && snrScheduler is null
+            ? LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, scheduler, prediction, settings.MinSnrGamma)
+            : LossFunctions.Compute(predicted.to(float32), target.to(float32), timesteps, scheduler, (snrScheduler ?? scheduler).AlphasCumprod, prediction,
+                settings.MinSnrGamma, lossSettings);
         // Backward is queued before the loss is read: reading it first would stall the host until the device finished
         // the forward pass, with nothing queued behind it. A non-finite loss gives non-finite gradients, which the
         // caller discards.
         (backwardScale == 1.0 ? loss : loss.Times(backwardScale)).backward();
         return loss.item<float>();
+    }
+
+    /// <summary>
+    /// DDPM's <c>add_noise</c>; with input perturbation (sd-scripts' <c>ip_noise_gamma</c>) the latents are noised with
+    /// noise + gamma x <paramref name="perturbation"/> while the target stays the plain noise.
+    /// </summary>
+    internal static Tensor NoisyLatents(DdpmScheduler scheduler, Tensor latents, Tensor noise, Tensor timesteps, Tensor? perturbation, double? ipNoiseGamma)
+    {
+        if (ipNoiseGamma is not { } gamma || perturbation is null)
+            return scheduler.AddNoise(latents, noise, timesteps);
+        using var scope = NewDisposeScope();
+        // noise_scheduler.add_noise(latents, noise + strength * torch.randn_like(latents), timesteps)
+        return scheduler.AddNoise(latents, noise.Plus(perturbation.Times(gamma)), timesteps).MoveToOuterDisposeScope();
     }
 
     /// <summary>

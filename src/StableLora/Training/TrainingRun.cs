@@ -15,8 +15,9 @@ namespace StableLora.Training;
 /// One training run, the seed's train.py as a loop: VAE-encode without grad (latent_dist.sample x scaling factor),
 /// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption when the
 /// text encoder is frozen; every step, with gradients, when it has LoRA too), the UNet with LoRA, MSE against the noise
-/// (or the velocity for v-prediction models), backward, AdamW on the LoRA only (one parameter group per learning rate)
-/// with the cosine-with-warmup schedule, checkpoints, and the final LoRA files. Every random draw
+/// (or the velocity for v-prediction models; or sd-scripts' other losses and weightings), backward, AdamW on the LoRA only
+/// (one parameter group per learning rate) with diffusers' learning-rate schedules (cosine with warm-up by default),
+/// checkpoints, and the final LoRA files. Every random draw
 /// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
 /// continues exactly.
 /// </summary>
@@ -70,8 +71,14 @@ internal sealed class TrainingRun
         _hooks.ModelLoaded?.Invoke(model);
         if (options.Resolution % model.VaeScaleFactor != 0)
             throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
-        using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig);
         var prediction = PredictionTarget(model.SchedulerConfig);
+        if (options.ZeroTerminalSnr && prediction != PredictionKind.Velocity)
+            throw new InvalidOptionsException(nameof(options.ZeroTerminalSnr), true,
+                $"zero terminal SNR needs a v_prediction model; {options.Model} predicts epsilon (its last timestep would be pure noise it cannot denoise)");
+        using var noiseScheduler = new DdpmScheduler(model.SchedulerConfig, zeroTerminalSnr: options.ZeroTerminalSnr);
+        // sd-scripts computes the SNR loss weights before rescaling the betas (see LossFunctions.Compute).
+        using var snrScheduler = options.ZeroTerminalSnr ? new DdpmScheduler(model.SchedulerConfig) : null;
+        var schedule = LearningRateScheduleSettings.For(options);
 
         var store = new CheckpointStore(options.OutputDirectory);
         store.RemoveStaleTemporaries();
@@ -100,7 +107,8 @@ internal sealed class TrainingRun
             Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
         var lossParameters = parameters.Select(p => p.Parameter).ToList();
         var step = new LoraStep(model.Unet, model.Vae, noiseScheduler, prediction,
-            new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm), lossParameters, optimizer, scaler);
+            new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm, options.IpNoiseGamma, LossSettings.For(options)), lossParameters, optimizer, scaler,
+            snrScheduler);
 
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
             options.Seed, options.SkipUnreadableImages, _logger);
@@ -153,7 +161,7 @@ internal sealed class TrainingRun
             }
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
-            double multiplier = CosineWithWarmup.Multiplier(state.SchedulerSteps, options.WarmupSteps, options.MaxSteps);
+            double multiplier = schedule.Multiplier(state.SchedulerSteps);
             double learningRate = options.LearningRate * multiplier;
             bool skipped = true;
             if (nonFiniteImages.Count > 0)
@@ -304,12 +312,41 @@ internal sealed class TrainingRun
             extra["ss_text_encoder_lr"] = IO.PythonFloats.Repr(_options.TextEncoderLearningRate ?? _options.LearningRate);
         extra["ss_unet_lr"] = IO.PythonFloats.Repr(_options.UnetLearningRate ?? _options.LearningRate);
         extra["ss_network_train_unet_only"] = _options.TrainTextEncoder ? "False" : "True";
+        foreach (var (key, value) in TrainingSettingsMetadata(_options))
+            extra[key] = value;
         return new LoraExportMetadata(
             OutputName: "lora_kohya", BaseModel: _options.Model, TrainingSteps: state.Step,
             Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount)
         {
             Extra = extra,
         };
+    }
+
+    /// <summary>
+    /// The schedule and loss settings as sd-scripts' train_network.py writes them (<c>str(args.x)</c>): Python's repr of
+    /// floats, "True"/"False", "None" for an unset option. <c>ss_lr_warmup_steps</c> is the ratio when one was given
+    /// (kohya takes a float below 1 as a ratio) and 0 for the constant schedule, which has no warm-up; sd-scripts writes
+    /// no cycles or power, nor the v-prediction-like loss.
+    /// </summary>
+    internal static IEnumerable<KeyValuePair<string, string>> TrainingSettingsMetadata(LoraTrainingOptions options)
+    {
+        static string Bool(bool value) => value ? "True" : "False";
+        static string Optional(double? value) => value is { } v ? IO.PythonFloats.Repr(v) : "None";
+        var loss = LossSettings.For(options);
+        yield return new("ss_lr_scheduler", LearningRateScheduleSettings.Name(options.LearningRateSchedule));
+        yield return new("ss_lr_warmup_steps", options.WarmupRatio is { } ratio && options.LearningRateSchedule != LearningRateSchedule.Constant
+            ? IO.PythonFloats.Repr(ratio)
+            : LearningRateScheduleSettings.EffectiveWarmupSteps(options).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("ss_max_grad_norm", IO.PythonFloats.Repr(options.MaxGradNorm));
+        yield return new("ss_noise_offset", Optional(options.NoiseOffset > 0 ? options.NoiseOffset : null));
+        yield return new("ss_min_snr_gamma", Optional(options.MinSnrGamma));
+        yield return new("ss_loss_type", LossSettings.Name(loss.Type));
+        yield return new("ss_huber_schedule", LossSettings.Name(loss.HuberSchedule));
+        yield return new("ss_huber_c", IO.PythonFloats.Repr(loss.HuberC));
+        yield return new("ss_huber_scale", IO.PythonFloats.Repr(LossSettings.HuberScale));
+        yield return new("ss_debiased_estimation", Bool(options.DebiasedEstimation));
+        yield return new("ss_ip_noise_gamma", Optional(options.IpNoiseGamma));
+        yield return new("ss_zero_terminal_snr", Bool(options.ZeroTerminalSnr));
     }
 
     /// <summary>The optimizer's parameter groups: the UNet's LoRA and the text encoder's, each at its own peak learning rate.</summary>

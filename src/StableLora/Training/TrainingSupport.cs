@@ -62,26 +62,6 @@ internal sealed class CaptionEmbeddings : IDisposable
     }
 }
 
-/// <summary>The training loss: MSE in float32, optionally with min-SNR-gamma weighting.</summary>
-internal static class LossFunctions
-{
-    public static Tensor Mse(Tensor predicted, Tensor target, Tensor timesteps, DdpmScheduler scheduler, PredictionKind prediction, double? minSnrGamma)
-    {
-        if (minSnrGamma is not { } gamma)
-            return nn.functional.mse_loss(predicted, target);
-
-        // Hang et al. 2023, as diffusers' training scripts compute it: weight = min(snr, gamma) / snr (or / (snr + 1) for v).
-        var alphasCumprod = scheduler.AlphasCumprod.to(timesteps.device);
-        var alpha = alphasCumprod.sqrt().index_select(0, timesteps);
-        var sigma = alphasCumprod.SubtractedFrom(1).sqrt().index_select(0, timesteps);
-        var snr = (alpha / sigma).Pow(2);
-        var weights = snr.ClampMax(gamma);
-        weights = prediction == PredictionKind.Velocity ? weights / snr.Plus(1) : weights / snr;
-        var perSample = nn.functional.mse_loss(predicted, target, nn.Reduction.None).mean(Enumerable.Range(1, (int)predicted.dim() - 1).Select(d => (long)d).ToArray());
-        return (perSample * weights).mean();
-    }
-}
-
 /// <summary>Calls every observer; one that throws is logged and the others still run.</summary>
 internal sealed class ObserverSet(IReadOnlyList<ITrainingObserver> observers, ILogger logger)
 {

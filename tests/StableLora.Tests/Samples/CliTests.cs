@@ -1,4 +1,5 @@
 using StableLora.Data;
+using StableLora.IO;
 using StableLora.Samples.Cli;
 using StableLora.Tests.Infrastructure;
 
@@ -112,6 +113,59 @@ public sealed class CliTests
         var result = await Run("train", "--model", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"), "--rank", "0", "--device", "cpu");
         Assert.Equal(ExitCodes.BadArguments, result.Code);
         Assert.Contains("Rank = 0", result.Error);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--lr-scheduler", "step" }, "--lr-scheduler step")]
+    [InlineData(new[] { "--loss-type", "l3" }, "--loss-type l3")]
+    [InlineData(new[] { "--loss-type", "huber", "--huber-schedule", "linear" }, "--huber-schedule linear")]
+    [InlineData(new[] { "--warmup-steps", "5", "--lr-warmup-ratio", "0.1" }, "--lr-warmup-ratio")]
+    [InlineData(new[] { "--lr-scheduler", "constant", "--warmup-steps", "10" }, "constant_with_warmup")]
+    [InlineData(new[] { "--lr-scheduler", "constant", "--lr-warmup-ratio", "0.1" }, "WarmupRatio = 0.1")]
+    [InlineData(new[] { "--lr-warmup-ratio", "2" }, "WarmupRatio = 2")]
+    [InlineData(new[] { "--lr-cycles", "3" }, "LearningRateCycles = 3")]
+    [InlineData(new[] { "--lr-scheduler", "cosine_with_restarts", "--lr-cycles", "0" }, "LearningRateCycles = 0")]
+    [InlineData(new[] { "--lr-power", "2" }, "LearningRatePower = 2")]
+    [InlineData(new[] { "--lr-scheduler", "polynomial", "--lr", "1e-4", "--lr-end", "0.01" }, "LearningRateEnd = 0.01")]
+    [InlineData(new[] { "--huber-c", "0.2" }, "HuberC = 0.2")]
+    [InlineData(new[] { "--loss-type", "smooth_l1", "--huber-c", "-1" }, "HuberC = -1")]
+    [InlineData(new[] { "--ip-noise-gamma", "-1" }, "IpNoiseGamma = -1")]
+    [InlineData(new[] { "--v-pred-like-loss", "0" }, "VPredLikeLoss = 0")]
+    [InlineData(new[] { "--zero-terminal-snr" }, "ZeroTerminalSnr")]
+    public async Task InvalidScheduleAndLossFlagsExitWithTwoAndOneLine(string[] flags, string mention)
+    {
+        using var temp = new TempDirectory();
+        SketchImageGenerator.Generate(temp.File("data"), 2, 16, seed: 1);
+        var result = await Run(["train", "--model", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"), "--resolution", "16",
+            "--max-steps", "2", "--checkpoint-every", "0", "--device", "cpu", .. flags]);
+        Assert.Equal(ExitCodes.BadArguments, result.Code);
+        Assert.Contains(mention, result.Error, StringComparison.Ordinal);
+        Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("internal error", result.Error, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("out/lora_kohya.safetensors")));
+    }
+
+    [Fact]
+    public async Task ScheduleAndLossFlagsReachTheRunAndItsKohyaMetadata()
+    {
+        using var temp = new TempDirectory();
+        SketchImageGenerator.Generate(temp.File("data"), 2, 24, seed: 1);
+        var train = await Run("train", "--model", FixturePaths.TinyPipeline, "--data", temp.File("data"), "--output", temp.File("out"), "--resolution", "16",
+            "--max-steps", "2", "--checkpoint-every", "0", "--device", "cpu", "--lr-scheduler", "polynomial", "--lr-power", "2", "--lr-end", "1e-6",
+            "--lr-warmup-ratio", "0.5", "--loss-type", "smooth_l1", "--huber-c", "0.3", "--huber-schedule", "exponential", "--debiased-estimation",
+            "--ip-noise-gamma", "0.1", "--v-pred-like-loss", "0.2", "--min-snr-gamma", "5", "--noise-offset", "0.05", "--max-grad-norm", "0.5");
+        Assert.True(train.Code == 0, train.Error);
+        var metadata = SafetensorsReader.ReadMetadata(temp.File("out/lora_kohya.safetensors"));
+        Assert.Equal("polynomial", metadata["ss_lr_scheduler"]);
+        Assert.Equal("0.5", metadata["ss_lr_warmup_steps"]);
+        Assert.Equal("smooth_l1", metadata["ss_loss_type"]);
+        Assert.Equal("0.3", metadata["ss_huber_c"]);
+        Assert.Equal("exponential", metadata["ss_huber_schedule"]);
+        Assert.Equal("True", metadata["ss_debiased_estimation"]);
+        Assert.Equal("0.1", metadata["ss_ip_noise_gamma"]);
+        Assert.Equal("5.0", metadata["ss_min_snr_gamma"]);
+        Assert.Equal("0.05", metadata["ss_noise_offset"]);
+        Assert.Equal("0.5", metadata["ss_max_grad_norm"]);
     }
 
     [Fact]
