@@ -332,6 +332,42 @@ public sealed class LoraTrainingBuilder
         return new LoraTrainer(_options, new TrainingRun(_options, _dataset, _logger, _progress, _observers.ToArray(), _hooks, _hub));
     }
 
+    // Datasets (issue 14): buckets, captions, repeats and epochs, as sd-scripts names them.
+
+    /// <summary>Aspect-ratio bucketing as sd-scripts' <c>--enable_bucket</c>: each image to the bucket of the closest aspect ratio (area up to resolution²), resized to cover it and cropped; every batch from one bucket.</summary>
+    /// <param name="minBucketReso">The smallest bucket side (<c>--min_bucket_reso</c>); null: 256, or half the resolution when smaller.</param>
+    /// <param name="maxBucketReso">The largest bucket side (<c>--max_bucket_reso</c>); null: 1024, or the resolution when larger.</param>
+    /// <param name="bucketResoSteps">The step between sides, a multiple of 8 (<c>--bucket_reso_steps</c>).</param>
+    /// <param name="noUpscale">Buckets from the images' own sizes, never enlarging (<c>--bucket_no_upscale</c>).</param>
+    public LoraTrainingBuilder WithBuckets(int? minBucketReso = null, int? maxBucketReso = null, int bucketResoSteps = 64, bool noUpscale = false) =>
+        Set(o => o with { EnableBucket = true, MinBucketReso = minBucketReso, MaxBucketReso = maxBucketReso, BucketResoSteps = bucketResoSteps, BucketNoUpscale = noUpscale });
+
+    /// <summary>The caption files' extension (<c>--caption_extension</c>); also turns caption files on for a plain image folder.</summary>
+    /// <param name="extension">.txt (the default) or .caption, for example; a missing dot is added.</param>
+    public LoraTrainingBuilder WithCaptionExtension(string extension) => Set(o => o with { CaptionExtension = extension, UseCaptionFiles = true });
+
+    /// <summary>Shuffle each caption's comma-separated tags (<c>--shuffle_caption</c>), keeping some in place.</summary>
+    /// <param name="keepTokens">Leading tags kept in place (<c>--keep_tokens</c>).</param>
+    /// <param name="keepTokensSeparator">Tags before it stay first, those after a second one stay last (<c>--keep_tokens_separator</c>, e.g. "|||").</param>
+    public LoraTrainingBuilder WithCaptionShuffle(int keepTokens = 0, string? keepTokensSeparator = null) =>
+        Set(o => o with { ShuffleCaption = true, KeepTokens = keepTokens, KeepTokensSeparator = keepTokensSeparator });
+
+    /// <summary>kohya's caption dropout: whole captions, single tags, or every n-th epoch.</summary>
+    /// <param name="rate">Probability of the empty caption (<c>--caption_dropout_rate</c>).</param>
+    /// <param name="tagRate">Probability of leaving out each movable tag (<c>--caption_tag_dropout_rate</c>).</param>
+    /// <param name="everyNEpochs">Empty captions every n-th epoch (<c>--caption_dropout_every_n_epochs</c>); 0: never.</param>
+    public LoraTrainingBuilder WithCaptionDropout(double rate = 0, double tagRate = 0, int everyNEpochs = 0) =>
+        Set(o => o with { CaptionDropoutRate = rate, CaptionTagDropoutRate = tagRate, CaptionDropoutEveryNEpochs = everyNEpochs });
+
+    /// <summary>Text put before and after every caption, each with a space (<c>--caption_prefix</c>, <c>--caption_suffix</c>).</summary>
+    /// <param name="prefix">Before the caption; null: none.</param>
+    /// <param name="suffix">After the caption; null: none.</param>
+    public LoraTrainingBuilder WithCaptionAffixes(string? prefix, string? suffix) => Set(o => o with { CaptionPrefix = prefix, CaptionSuffix = suffix });
+
+    /// <summary>Train this many epochs (<c>--max_train_epochs</c>): MaxSteps becomes epochs x ceil(batches per epoch / gradient accumulation), an epoch being every image times its folder's repeats.</summary>
+    /// <param name="maxEpochs">At least 1.</param>
+    public LoraTrainingBuilder WithMaxEpochs(int maxEpochs) => Set(o => o with { MaxEpochs = maxEpochs });
+
     private LoraTrainingBuilder Set(Func<LoraTrainingOptions, LoraTrainingOptions> change)
     {
         if (_built)

@@ -166,6 +166,59 @@ public sealed record LoraTrainingOptions
     /// <summary>Mirror training images horizontally at random.</summary>
     public bool RandomFlip { get; init; }
 
+    // Datasets (issue 14: buckets, captions, repeats and epochs), sd-scripts' names in the docs.
+
+    /// <summary>Train at several aspect ratios: each image goes to the bucket of the closest aspect ratio, and every batch comes from one bucket (sd-scripts' <c>enable_bucket</c>).</summary>
+    public bool EnableBucket { get; init; }
+
+    /// <summary>The smallest bucket side (sd-scripts' <c>min_bucket_reso</c>); null: 256, or half the resolution when that is smaller.</summary>
+    public int? MinBucketReso { get; init; }
+
+    /// <summary>The largest bucket side (sd-scripts' <c>max_bucket_reso</c>); null: 1024, or the resolution when that is larger.</summary>
+    public int? MaxBucketReso { get; init; }
+
+    /// <summary>The step between bucket sides in pixels, a multiple of 8 (sd-scripts' <c>bucket_reso_steps</c>).</summary>
+    /// <value>The default value is 64.</value>
+    public int BucketResoSteps { get; init; } = 64;
+
+    /// <summary>Make buckets from the images' own sizes and never enlarge an image (sd-scripts' <c>bucket_no_upscale</c>).</summary>
+    public bool BucketNoUpscale { get; init; }
+
+    /// <summary>The caption files' extension (sd-scripts' <c>caption_extension</c>).</summary>
+    /// <value>The default value is ".txt".</value>
+    public string CaptionExtension { get; init; } = ".txt";
+
+    /// <summary>Shuffle each caption's comma-separated tags (sd-scripts' <c>shuffle_caption</c>).</summary>
+    public bool ShuffleCaption { get; init; }
+
+    /// <summary>Leading tags kept in place when shuffling or dropping tags (sd-scripts' <c>keep_tokens</c>).</summary>
+    public int KeepTokens { get; init; }
+
+    /// <summary>Tags before it stay in place, and those after a second one stay at the end (sd-scripts' <c>keep_tokens_separator</c>); null: none.</summary>
+    public string? KeepTokensSeparator { get; init; }
+
+    /// <summary>Probability of training an image with the empty caption (sd-scripts' <c>caption_dropout_rate</c>).</summary>
+    public double CaptionDropoutRate { get; init; }
+
+    /// <summary>Probability of leaving out each movable tag (sd-scripts' <c>caption_tag_dropout_rate</c>).</summary>
+    public double CaptionTagDropoutRate { get; init; }
+
+    /// <summary>Train every n-th epoch with empty captions (sd-scripts' <c>caption_dropout_every_n_epochs</c>); 0: never.</summary>
+    public int CaptionDropoutEveryNEpochs { get; init; }
+
+    /// <summary>Put before every caption, with a space (sd-scripts' <c>caption_prefix</c>).</summary>
+    public string? CaptionPrefix { get; init; }
+
+    /// <summary>Put after every caption, with a space (sd-scripts' <c>caption_suffix</c>).</summary>
+    public string? CaptionSuffix { get; init; }
+
+    /// <summary>Train this many epochs instead of <see cref="MaxSteps"/> (sd-scripts' <c>max_train_epochs</c>: steps = epochs x ceil(batches per epoch / accumulation)); null: train MaxSteps.</summary>
+    public int? MaxEpochs { get; init; }
+
+    /// <summary>The bucket sides in use: (min, max).</summary>
+    internal (int Min, int Max) BucketSides() =>
+        (MinBucketReso ?? Math.Max(BucketResoSteps, Math.Min(256, Resolution / 2 / BucketResoSteps * BucketResoSteps)), MaxBucketReso ?? Math.Max(1024, Resolution));
+
     /// <summary>Skip images that cannot be read (with a warning naming each) instead of failing.</summary>
     public bool SkipUnreadableImages { get; init; }
 
@@ -418,7 +471,28 @@ public sealed record LoraTrainingOptions
             "gradient checkpointing recomputes each block in backward and would draw different LoRA dropout masks there; set the LoRA dropouts to 0");
         Check(Enum.IsDefined(OnNonFiniteLoss), nameof(OnNonFiniteLoss), OnNonFiniteLoss, "unknown value");
         Check(MaxConsecutiveSkippedSteps >= 0, nameof(MaxConsecutiveSkippedSteps), MaxConsecutiveSkippedSteps, "must not be negative (0: never stop)");
+        ValidateDataset(Check);
         return errors;
+    }
+
+    private void ValidateDataset(Action<bool, string, object?, string> check)
+    {
+        check(BucketResoSteps >= 8 && BucketResoSteps % 8 == 0, nameof(BucketResoSteps), BucketResoSteps, "must be a positive multiple of 8 (the VAE's scale factor)");
+        if (EnableBucket && BucketResoSteps >= 8)
+        {
+            var (min, max) = BucketSides();
+            check(min >= BucketResoSteps, nameof(MinBucketReso), min, $"must be at least BucketResoSteps ({BucketResoSteps})");
+            check(max >= Resolution, nameof(MaxBucketReso), max, $"must be at least the resolution ({Resolution})");
+            check(max >= min, nameof(MaxBucketReso), max, $"must be at least MinBucketReso ({min})");
+            check(Resolution % BucketResoSteps == 0, nameof(BucketResoSteps), BucketResoSteps, $"must divide the resolution ({Resolution})");
+        }
+
+        check(!string.IsNullOrEmpty(CaptionExtension), nameof(CaptionExtension), CaptionExtension, "an extension such as .txt or .caption is needed");
+        check(KeepTokens >= 0, nameof(KeepTokens), KeepTokens, "must not be negative");
+        check(CaptionDropoutRate is >= 0 and <= 1, nameof(CaptionDropoutRate), CaptionDropoutRate, "must be between 0 and 1");
+        check(CaptionTagDropoutRate is >= 0 and <= 1, nameof(CaptionTagDropoutRate), CaptionTagDropoutRate, "must be between 0 and 1");
+        check(CaptionDropoutEveryNEpochs >= 0, nameof(CaptionDropoutEveryNEpochs), CaptionDropoutEveryNEpochs, "must not be negative (0: never)");
+        check(MaxEpochs is null || MaxEpochs >= 1, nameof(MaxEpochs), MaxEpochs, "must be at least 1");
     }
 
     private static string? Format(object? value) => value switch

@@ -59,6 +59,26 @@ internal sealed class TrainCommand
     private readonly Option<int?> _maxSkippedSteps = Parsing.Option<int?>("--max-skipped-steps", "Stop after this many skipped steps in a row (default 10; 0 never)");
     private readonly Option<string?> _tensorBoard = Parsing.Option<string?>("--tensorboard", "Write TensorBoard scalars to this folder");
 
+    // Datasets (issue 14): sd-scripts' flags with dashes.
+    private readonly Option<bool> _enableBucket = Parsing.Option<bool>("--enable-bucket", "Aspect-ratio buckets (sd-scripts' --enable_bucket)");
+    private readonly Option<int?> _minBucketReso = Parsing.Option<int?>("--min-bucket-reso", "Smallest bucket side (default 256, or half the resolution)");
+    private readonly Option<int?> _maxBucketReso = Parsing.Option<int?>("--max-bucket-reso", "Largest bucket side (default 1024, or the resolution)");
+    private readonly Option<int?> _bucketResoSteps = Parsing.Option<int?>("--bucket-reso-steps", "Step between bucket sides, a multiple of 8 (default 64)");
+    private readonly Option<bool> _bucketNoUpscale = Parsing.Option<bool>("--bucket-no-upscale", "Buckets from the images' own sizes, never enlarging");
+    private readonly Option<string?> _captionExtension = Parsing.Option<string?>("--caption-extension", "Caption files' extension (default .txt; implies --caption-files)");
+    private readonly Option<bool> _shuffleCaption = Parsing.Option<bool>("--shuffle-caption", "Shuffle the comma-separated tags of captions");
+    private readonly Option<int?> _keepTokens = Parsing.Option<int?>("--keep-tokens", "Leading tags kept in place when shuffling (default 0)");
+    private readonly Option<string?> _keepTokensSeparator = Parsing.Option<string?>("--keep-tokens-separator", "Tags before it stay first, after a second one last (e.g. \"|||\")");
+    private readonly Option<double?> _captionDropoutRate = Parsing.Option<double?>("--caption-dropout-rate", "Probability of the empty caption (default 0)");
+    private readonly Option<double?> _captionTagDropoutRate = Parsing.Option<double?>("--caption-tag-dropout-rate", "Probability of leaving out each tag (default 0)");
+    private readonly Option<int?> _captionDropoutEveryNEpochs = Parsing.Option<int?>("--caption-dropout-every-n-epochs", "Empty captions every n-th epoch (default 0: never)");
+    private readonly Option<string?> _captionPrefix = Parsing.Option<string?>("--caption-prefix", "Text before every caption");
+    private readonly Option<string?> _captionSuffix = Parsing.Option<string?>("--caption-suffix", "Text after every caption");
+    private readonly Option<int?> _maxEpochs = Parsing.Option<int?>("--max-epochs", "Train this many epochs instead of --max-steps");
+
+    private Option[] DatasetOptions => new Option[] { _enableBucket, _minBucketReso, _maxBucketReso, _bucketResoSteps, _bucketNoUpscale, _captionExtension, _shuffleCaption,
+        _keepTokens, _keepTokensSeparator, _captionDropoutRate, _captionTagDropoutRate, _captionDropoutEveryNEpochs, _captionPrefix, _captionSuffix, _maxEpochs };
+
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
@@ -68,6 +88,8 @@ internal sealed class TrainCommand
                      _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
                      _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard }.Concat(_modelSource.Options))
+            command.Options.Add(option);
+        foreach (var option in DatasetOptions)
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -98,6 +120,27 @@ internal sealed class TrainCommand
         LoraTrainingBuilder Apply(LoraTrainingBuilder b) => ApplyOptions(b, result);
     }
 
+    /// <summary>The dataset flags (buckets, captions, epochs) the user gave.</summary>
+    private LoraTrainingBuilder ApplyDatasetOptions(LoraTrainingBuilder builder, ParseResult result) => builder.WithOptions(o => o with
+    {
+        EnableBucket = result.GetValue(_enableBucket) || o.EnableBucket,
+        MinBucketReso = result.GetValue(_minBucketReso) ?? o.MinBucketReso,
+        MaxBucketReso = result.GetValue(_maxBucketReso) ?? o.MaxBucketReso,
+        BucketResoSteps = result.GetValue(_bucketResoSteps) ?? o.BucketResoSteps,
+        BucketNoUpscale = result.GetValue(_bucketNoUpscale) || o.BucketNoUpscale,
+        CaptionExtension = result.GetValue(_captionExtension) ?? o.CaptionExtension,
+        UseCaptionFiles = result.GetValue(_captionExtension) is not null || o.UseCaptionFiles,
+        ShuffleCaption = result.GetValue(_shuffleCaption) || o.ShuffleCaption,
+        KeepTokens = result.GetValue(_keepTokens) ?? o.KeepTokens,
+        KeepTokensSeparator = result.GetValue(_keepTokensSeparator) ?? o.KeepTokensSeparator,
+        CaptionDropoutRate = result.GetValue(_captionDropoutRate) ?? o.CaptionDropoutRate,
+        CaptionTagDropoutRate = result.GetValue(_captionTagDropoutRate) ?? o.CaptionTagDropoutRate,
+        CaptionDropoutEveryNEpochs = result.GetValue(_captionDropoutEveryNEpochs) ?? o.CaptionDropoutEveryNEpochs,
+        CaptionPrefix = result.GetValue(_captionPrefix) ?? o.CaptionPrefix,
+        CaptionSuffix = result.GetValue(_captionSuffix) ?? o.CaptionSuffix,
+        MaxEpochs = result.GetValue(_maxEpochs) ?? o.MaxEpochs,
+    });
+
     /// <summary>Every flag the user gave, over the library's (or the demo's) defaults.</summary>
     private LoraTrainingBuilder ApplyOptions(LoraTrainingBuilder builder, ParseResult result)
     {
@@ -112,6 +155,7 @@ internal sealed class TrainCommand
             throw new ArgumentException("--warmup-steps and --lr-warmup-ratio both set the warm-up: give one");
         if (schedule == LearningRateSchedule.Constant && Get(_warmupSteps) is > 0)
             throw new ArgumentException("--warmup-steps: the constant schedule has no warm-up; use --lr-scheduler constant_with_warmup");
+        builder = ApplyDatasetOptions(builder, result);
 
         return builder.WithOptions(o => o with
         {

@@ -37,23 +37,50 @@ internal static class ImagePreprocessor
                 x.Flip(FlipMode.Horizontal);
         });
 
-        var pixels = new byte[3 * size * size];
+        return Normalised(working, size, size);
+    }
+
+    /// <summary>
+    /// An image for its bucket, as sd-scripts' trim_and_resize_if_required: resized to the bucket's resized size
+    /// (bilinear with antialiasing), the excess width and height cropped (centred as <c>excess // 2</c>, or at a random
+    /// offset from 0 to the excess), optionally mirrored; [3, bucket height, bucket width] in [-1, 1].
+    /// </summary>
+    public static Tensor ToTensor(Image<Rgb24> image, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random)
+    {
+        int width = bucket.ResizedWidth, height = bucket.ResizedHeight;
+        int left = randomCrop ? random.Next(width - bucket.Width + 1) : (width - bucket.Width) / 2;
+        int top = randomCrop ? random.Next(height - bucket.Height + 1) : (height - bucket.Height) / 2;
+        bool flip = randomFlip && random.Next(2) == 1;
+        using var working = image.Clone(x =>
+        {
+            if (width != image.Width || height != image.Height)
+                x.Resize(width, height, KnownResamplers.Triangle);
+            x.Crop(new Rectangle(left, top, bucket.Width, bucket.Height));
+            if (flip)
+                x.Flip(FlipMode.Horizontal);
+        });
+        return Normalised(working, bucket.Width, bucket.Height);
+    }
+
+    private static Tensor Normalised(Image<Rgb24> working, int width, int height)
+    {
+        var pixels = new byte[3 * width * height];
         working.ProcessPixelRows(rows =>
         {
-            int plane = size * size;
-            for (int y = 0; y < size; y++)
+            int plane = width * height;
+            for (int y = 0; y < height; y++)
             {
                 var row = rows.GetRowSpan(y);
-                for (int x = 0; x < size; x++)
+                for (int x = 0; x < width; x++)
                 {
-                    pixels[y * size + x] = row[x].R;
-                    pixels[plane + y * size + x] = row[x].G;
-                    pixels[2 * plane + y * size + x] = row[x].B;
+                    pixels[y * width + x] = row[x].R;
+                    pixels[plane + y * width + x] = row[x].G;
+                    pixels[2 * plane + y * width + x] = row[x].B;
                 }
             }
         });
 
-        using var bytes = tensor(pixels, new long[] { 3, size, size });
+        using var bytes = tensor(pixels, new long[] { 3, height, width });
         using var unit = bytes.to(float32).DividedByInPlace(255.0f);
         using var centred = unit.Minus(0.5f);
         return centred.DividedBy(0.5f);

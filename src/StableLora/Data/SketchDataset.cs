@@ -9,6 +9,7 @@ public sealed class SketchDataset : IImageDataset
 {
     private readonly string[] _files;
     private readonly bool _useCaptionFiles;
+    private readonly string _captionExtension = ".txt";
 
     /// <summary>Lists the images of <paramref name="directory"/>.</summary>
     /// <param name="directory">The image folder.</param>
@@ -17,7 +18,21 @@ public sealed class SketchDataset : IImageDataset
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="InvalidDataException">The folder holds no image files.</exception>
     public SketchDataset(string directory, bool recursive = false, bool useCaptionFiles = false)
+        : this(directory, recursive, useCaptionFiles, ".txt")
     {
+    }
+
+    /// <summary>Lists the images of <paramref name="directory"/>, with caption files of the given extension.</summary>
+    /// <param name="directory">The image folder.</param>
+    /// <param name="recursive">Also look in sub-folders.</param>
+    /// <param name="useCaptionFiles">Use <c>image</c> + <paramref name="captionExtension"/> beside <c>image.png</c> as that image's caption when present.</param>
+    /// <param name="captionExtension">The caption files' extension (kohya's caption_extension: <c>.txt</c>, <c>.caption</c>); a missing dot is added.</param>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="InvalidDataException">The folder holds no image files.</exception>
+    public SketchDataset(string directory, bool recursive, bool useCaptionFiles, string captionExtension)
+    {
+        ArgumentNullException.ThrowIfNull(captionExtension);
+        _captionExtension = KohyaFolderDataset.NormaliseExtension(captionExtension);
         if (!System.IO.Directory.Exists(directory))
             throw new DirectoryNotFoundException($"{directory}: the dataset folder does not exist");
         Directory = Path.GetFullPath(directory);
@@ -49,14 +64,16 @@ public sealed class SketchDataset : IImageDataset
     {
         string file = _files[index];
         var image = ImageFiles.LoadRgb(file);
-        string? caption = null;
-        if (_useCaptionFiles)
-        {
-            string captionFile = Path.ChangeExtension(file, ".txt");
-            if (File.Exists(captionFile))
-                caption = File.ReadAllText(captionFile).Trim();
-        }
+        return new TrainingImage(image, CaptionOf(index), file);
+    }
 
-        return new TrainingImage(image, caption, file);
+    /// <summary>Image <paramref name="index"/>'s own caption (its caption file, when caption files are used), or null.</summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    public string? CaptionOf(int index)
+    {
+        if (!_useCaptionFiles)
+            return null;
+        string captionFile = Path.ChangeExtension(_files[index], _captionExtension);
+        return File.Exists(captionFile) ? File.ReadAllText(captionFile).Trim() : null;
     }
 }

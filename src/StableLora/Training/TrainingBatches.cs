@@ -33,15 +33,17 @@ internal sealed class TrainingBatches : IDisposable
     private readonly ulong _seed;
     private readonly bool _skipUnreadable;
     private readonly ILogger _logger;
+    private readonly DatasetPlan? _plan;
     private readonly Channel<TrainingBatch> _channel = Channel.CreateBounded<TrainingBatch>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
     private readonly CancellationTokenSource _stop = new();
     private Task? _producer;
 
     public TrainingBatches(IImageDataset dataset, IReadOnlyList<int> usableIndices, int batchSize, PreprocessOptions preprocess, ulong seed,
-        bool skipUnreadable, ILogger logger)
+        bool skipUnreadable, ILogger logger, DatasetPlan? plan = null)
     {
         _dataset = dataset;
-        _usable = usableIndices.ToArray();
+        _plan = plan;
+        _usable = plan?.Entries.ToArray() ?? usableIndices.ToArray();
         _batchSize = batchSize;
         _preprocess = preprocess;
         _seed = seed;
@@ -97,6 +99,20 @@ internal sealed class TrainingBatches : IDisposable
     {
         try
         {
+            while (!token.IsCancellationRequested && _plan?.Buckets is not null)
+            {
+                var batches = BucketBatches(epoch);
+                while (position < batches.Count && !token.IsCancellationRequested)
+                {
+                    var batch = BuildBucketBatch(batches[position], epoch, position);
+                    position++;
+                    await _channel.Writer.WriteAsync(batch, token).ConfigureAwait(false);
+                }
+
+                epoch++;
+                position = 0;
+            }
+
             while (!token.IsCancellationRequested)
             {
                 var order = Order(epoch);
@@ -136,7 +152,7 @@ internal sealed class TrainingBatches : IDisposable
             var random = new Random(Mix(_seed, (ulong)epoch, (ulong)(start + i)));
             using var image = LoadWithFallback(order, index, ref indices[i]);
             pixels.Add(ImagePreprocessor.ToTensor(image.Image, _preprocess, random));
-            captions[i] = image.Caption;
+            captions[i] = Caption(image.Caption, epoch, start + i);
             names[i] = image.Name;
         }
 
@@ -144,6 +160,61 @@ internal sealed class TrainingBatches : IDisposable
         foreach (var tensor in pixels)
             tensor.Dispose();
         return new TrainingBatch(stacked, captions, names, indices, epoch, start + count);
+    }
+
+    /// <summary>
+    /// The batches of epoch <paramref name="epoch"/> with buckets, as sd-scripts: each bucket's entries shuffled, cut into
+    /// batches (the last one of a bucket may be smaller), and the batches of all buckets shuffled; seeded by (seed,
+    /// epoch) only. Each batch is its bucket's entries plus the bucket's index.
+    /// </summary>
+    public List<(int[] Members, int Bucket)> BucketBatches(int epoch)
+    {
+        var random = new Random(Mix(_seed ^ 0xB0C4E75EEDUL, (ulong)epoch, 0xB0C7));
+        var batches = new List<(int[] Members, int Bucket)>();
+        for (int b = 0; b < _plan!.BucketMembers.Length; b++)
+        {
+            var members = (int[])_plan.BucketMembers[b].Clone();
+            random.Shuffle(members);
+            for (int start = 0; start < members.Length; start += _batchSize)
+                batches.Add((members[start..Math.Min(members.Length, start + _batchSize)], b));
+        }
+
+        var shuffled = batches.ToArray();
+        random.Shuffle(shuffled);
+        return shuffled.ToList();
+    }
+
+    private TrainingBatch BuildBucketBatch((int[] Members, int Bucket) batch, int epoch, int position)
+    {
+        int count = batch.Members.Length;
+        var pixels = new List<Tensor>(count);
+        var captions = new string?[count];
+        var names = new string[count];
+        var indices = new int[count];
+        var pool = _plan!.BucketMembers[batch.Bucket].Distinct().ToArray();
+        for (int i = 0; i < count; i++)
+        {
+            ulong slot = (ulong)position * (ulong)_batchSize + (ulong)i;
+            var random = new Random(Mix(_seed ^ 0xC20BUL, (ulong)epoch, slot));
+            using var image = LoadWithFallback(pool, batch.Members[i], ref indices[i]);
+            pixels.Add(ImagePreprocessor.ToTensor(image.Image, _plan.Buckets![indices[i]], _preprocess.RandomCrop, _preprocess.RandomFlip, random));
+            captions[i] = Caption(image.Caption, epoch, (int)slot);
+            names[i] = image.Name;
+        }
+
+        var stacked = stack(pixels);
+        foreach (var tensor in pixels)
+            tensor.Dispose();
+        return new TrainingBatch(stacked, captions, names, indices, epoch, position + 1);
+    }
+
+    /// <summary>The image's caption after kohya's processing (untouched, null included, when there is none to do).</summary>
+    private string? Caption(string? own, int epoch, int slot)
+    {
+        if (_plan is null || _plan.Captions.IsIdentity)
+            return own;
+        var random = new Random(Mix(_seed ^ 0xCA97_10E5UL, (ulong)epoch, (ulong)slot));
+        return CaptionProcessing.Process(own ?? _plan.DefaultCaption, _plan.Captions, epoch + 1, random);
     }
 
     /// <summary>Loads an image; with skipping on, an image that fails to decode is replaced by the next usable one (and named in a warning).</summary>

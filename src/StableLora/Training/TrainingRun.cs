@@ -24,7 +24,8 @@ namespace StableLora.Training;
 internal sealed class TrainingRun
 {
     private const double LossSmoothing = 0.05;
-    private readonly LoraTrainingOptions _options;
+    private LoraTrainingOptions _options;
+    private DatasetPlan? _plan;
     private readonly IImageDataset? _dataset;
     private readonly ILogger _logger;
     private readonly IProgress<TrainingProgress>? _progress;
@@ -63,8 +64,10 @@ internal sealed class TrainingRun
         var options = _options;
         var device = DeviceSpec.ResolveForCompute(options.Device, _logger);
         var (dtype, vaeDtype) = Precision(options, device);
-        var dataset = _dataset ?? new SketchDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles);
+        var dataset = _dataset ?? DatasetPlan.OpenFolder(options);
         var usable = UsableImages(dataset);
+        var plan = _plan = DatasetPlan.Create(dataset, usable, options, options.SkipUnreadableImages, e => Log.ImageSkipped(_logger, e.ImageName, e.Message));
+        options = _options = plan.WithEpochLength(options);
 
         var location = await ModelLocation.ResolveAsync(options.Model, HubSettings.Resolve(_hub), null, _logger, cancellationToken).ConfigureAwait(false);
         using var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, null, _logger), options.SingleFile);
@@ -111,9 +114,9 @@ internal sealed class TrainingRun
             snrScheduler);
 
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
-            options.Seed, options.SkipUnreadableImages, _logger);
+            options.Seed, options.SkipUnreadableImages, _logger, plan);
         batches.Start(state.Epoch, state.EpochPosition);
-        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder);
+        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder && !plan.Captions.IsRandom);
         using var latentCache = options.CacheLatents ? new TensorCache() : null;
         using var tensorBoard = options.TensorBoardDirectory is null ? null : new TensorBoardLog(options.TensorBoardDirectory);
 
@@ -314,6 +317,7 @@ internal sealed class TrainingRun
         extra["ss_network_train_unet_only"] = _options.TrainTextEncoder ? "False" : "True";
         foreach (var (key, value) in TrainingSettingsMetadata(_options))
             extra[key] = value;
+        _plan?.AddMetadata(extra, _options, state.Step, state.Epoch);
         return new LoraExportMetadata(
             OutputName: "lora_kohya", BaseModel: _options.Model, TrainingSteps: state.Step,
             Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount)
