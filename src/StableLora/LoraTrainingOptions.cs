@@ -43,9 +43,16 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 1000.</value>
     public int MaxSteps { get; init; } = Defaults.MaxSteps;
 
-    /// <summary>Linear warm-up steps of the learning-rate schedule (ignored by <see cref="StableLora.LearningRateSchedule.Constant"/>, and when <see cref="WarmupRatio"/> is given).</summary>
-    /// <value>The default value is 100.</value>
-    public int WarmupSteps { get; init; } = Defaults.WarmupSteps;
+    /// <summary>
+    /// Linear warm-up steps of the learning-rate schedule (ignored by <see cref="StableLora.LearningRateSchedule.Constant"/>,
+    /// and when <see cref="WarmupRatio"/> is given). Null: <see cref="Defaults.WarmupSteps"/>, shortened to
+    /// <see cref="MaxSteps"/> for a shorter run (logged); an explicit value above <see cref="MaxSteps"/> is an error.
+    /// </summary>
+    /// <value>The default value is null (100 steps, or the run's length when it is shorter).</value>
+    public int? WarmupSteps { get; init; }
+
+    /// <summary>The warm-up steps a run takes from <see cref="WarmupSteps"/>: the value given, or the default shortened to the run.</summary>
+    internal int EffectiveWarmupSteps => WarmupSteps ?? Math.Min(Defaults.WarmupSteps, MaxSteps);
 
     /// <summary>
     /// Warm-up as a fraction of <see cref="MaxSteps"/>, in [0, 1]: int(ratio x MaxSteps) steps, as kohya's sd-scripts turns
@@ -409,8 +416,8 @@ public sealed record LoraTrainingOptions
         Check(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a positive number");
         Check(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1");
-        Check(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
-        Check(WarmupRatio is not null || WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
+        Check(WarmupSteps is null or >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
+        Check(WarmupRatio is not null || WarmupSteps is null || WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
         Check(WarmupRatio is null || WarmupRatio is >= 0 and <= 1, nameof(WarmupRatio), WarmupRatio, "must be in [0, 1]");
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), LearningRateSchedule,
             "expected Constant, ConstantWithWarmup, Linear, Cosine, CosineWithRestarts or Polynomial");

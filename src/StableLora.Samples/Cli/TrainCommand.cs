@@ -165,7 +165,7 @@ internal sealed class TrainCommand
             BatchSize = Get(_batchSize) ?? o.BatchSize,
             LearningRate = Get(_learningRate) ?? o.LearningRate,
             MaxSteps = Get(_maxSteps) ?? o.MaxSteps,
-            WarmupSteps = Get(_warmupSteps) ?? Math.Min(o.WarmupSteps, Get(_maxSteps) ?? o.MaxSteps),
+            WarmupSteps = Get(_warmupSteps) ?? o.WarmupSteps,
             WarmupRatio = Get(_lrWarmupRatio) ?? (Get(_warmupSteps) is null ? o.WarmupRatio : null),
             LearningRateSchedule = schedule ?? o.LearningRateSchedule,
             LearningRateCycles = Get(_lrCycles) ?? o.LearningRateCycles,

@@ -112,6 +112,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 31, Level = LogLevel.Information, Message = "No lora_weights.pt is written: the diffusers attention-processor format (lora_weights.pt) holds only UNet attention LoRA, and this network also adapts {What}; the LoRA is {Main}")]
     public static partial void SeedFormatNotWritten(ILogger logger, string what, string main);
 
+    [LoggerMessage(EventId = 33, Level = LogLevel.Information, Message = "The default warm-up of {Default} steps is longer than the run; it is {Steps} steps (set WarmupSteps to choose)")]
+    public static partial void WarmupShortened(ILogger logger, int @default, int steps);
+
     [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "Removed {Path} from an earlier run: this run's network cannot be written in the diffusers attention-processor format, and the old file must not be mistaken for the new LoRA")]
     public static partial void StaleSeedFileRemoved(ILogger logger, string path);
 

@@ -123,7 +123,7 @@ internal sealed class DatasetPlan
         if (options.MaxEpochs is not { } epochs)
             return options;
         long steps = (long)epochs * StepsPerEpoch(options);
-        if (steps > int.MaxValue || steps < options.WarmupSteps)
+        if (steps > int.MaxValue || steps < (options.WarmupSteps ?? 0))
             throw new InvalidOptionsException(nameof(options.MaxEpochs), epochs,
                 $"gives {steps} steps ({StepsPerEpoch(options)} per epoch), {(steps > int.MaxValue ? "too many" : $"fewer than WarmupSteps ({options.WarmupSteps})")}");
         return options with { MaxSteps = (int)steps };

@@ -33,7 +33,7 @@ internal sealed record LearningRateScheduleSettings(
     public static long EffectiveWarmupSteps(LoraTrainingOptions options) =>
         options.LearningRateSchedule == LearningRateSchedule.Constant ? 0
         : options.WarmupRatio is { } ratio ? (long)Math.Floor(ratio * options.MaxSteps)
-        : options.WarmupSteps;
+        : options.EffectiveWarmupSteps;
 
     /// <summary>The multiplier after <paramref name="step"/> scheduler steps (diffusers' <c>lr_lambda(current_step)</c>).</summary>
     public double Multiplier(long step)

@@ -68,6 +68,9 @@ internal sealed class TrainingRun
         var usable = UsableImages(dataset);
         var plan = _plan = DatasetPlan.Create(dataset, usable, options, options.SkipUnreadableImages, e => Log.ImageSkipped(_logger, e.ImageName, e.Message));
         options = _options = plan.WithEpochLength(options);
+        if (options.WarmupSteps is null && options.WarmupRatio is null && options.MaxSteps < LoraTrainingOptions.Defaults.WarmupSteps
+            && options.LearningRateSchedule != LearningRateSchedule.Constant)
+            Log.WarmupShortened(_logger, LoraTrainingOptions.Defaults.WarmupSteps, options.EffectiveWarmupSteps);
 
         var location = await ModelLocation.ResolveAsync(options.Model, HubSettings.Resolve(_hub), null, _logger, cancellationToken).ConfigureAwait(false);
         using var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, null, _logger), options.SingleFile);

@@ -56,7 +56,17 @@ public sealed class LearningRateScheduleTests
         var schedule = LearningRateScheduleSettings.For(options);
         Assert.Equal(LearningRateSchedule.Cosine, schedule.Kind);
         for (long k = 0; k <= options.MaxSteps; k++)
-            Assert.Equal(CosineWithWarmup.Multiplier(k, options.WarmupSteps, options.MaxSteps), schedule.Multiplier(k));
+            Assert.Equal(CosineWithWarmup.Multiplier(k, 100, options.MaxSteps), schedule.Multiplier(k));
+    }
+
+    [Fact]
+    public void TheDefaultWarmupShortensToAShortRunButAnExplicitOneMustFit()
+    {
+        Assert.Equal(100, new LoraTrainingOptions { MaxSteps = 1000 }.EffectiveWarmupSteps);
+        Assert.Equal(50, LearningRateScheduleSettings.EffectiveWarmupSteps(new LoraTrainingOptions { MaxSteps = 50 }));
+        Assert.Empty(new LoraTrainingOptions { MaxSteps = 50, DataDirectory = "." }.Validate(hasDatasetObject: true));
+        var error = Assert.Single(new LoraTrainingOptions { MaxSteps = 50, WarmupSteps = 100 }.Validate(hasDatasetObject: true));
+        Assert.Equal(nameof(LoraTrainingOptions.WarmupSteps), error.Option);
     }
 
     [Fact]
