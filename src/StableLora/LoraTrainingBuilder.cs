@@ -72,9 +72,9 @@ public sealed class LoraTrainingBuilder
 
     /// <summary>The caption of every image (the seed's training caption).</summary>
     /// <param name="caption">The caption; may be empty.</param>
-    /// <param name="useCaptionFiles">Prefer an <c>image.txt</c> beside an image as its caption (kohya convention).</param>
-    public LoraTrainingBuilder WithCaption(string caption, bool useCaptionFiles = false) =>
-        Set(o => o with { Caption = caption, UseCaptionFiles = useCaptionFiles });
+    /// <param name="useCaptionFiles">Prefer an <c>image.txt</c> beside an image as its caption (kohya convention); null leaves the setting as it is.</param>
+    public LoraTrainingBuilder WithCaption(string caption, bool? useCaptionFiles = null) =>
+        Set(o => o with { Caption = caption, UseCaptionFiles = useCaptionFiles ?? o.UseCaptionFiles });
 
     /// <summary>The LoRA rank.</summary>
     /// <param name="rank">At least 1.</param>
@@ -124,10 +124,10 @@ public sealed class LoraTrainingBuilder
 
     /// <summary>The training image size (square, a multiple of 8).</summary>
     /// <param name="pixels">The side in pixels.</param>
-    /// <param name="randomCrop">Crop at random positions instead of the centre.</param>
-    /// <param name="randomFlip">Mirror images at random.</param>
-    public LoraTrainingBuilder WithResolution(int pixels, bool randomCrop = false, bool randomFlip = false) =>
-        Set(o => o with { Resolution = pixels, RandomCrop = randomCrop, RandomFlip = randomFlip });
+    /// <param name="randomCrop">Crop at random positions instead of the centre; null leaves the setting as it is.</param>
+    /// <param name="randomFlip">Mirror images at random; null leaves the setting as it is.</param>
+    public LoraTrainingBuilder WithResolution(int pixels, bool? randomCrop = null, bool? randomFlip = null) =>
+        Set(o => o with { Resolution = pixels, RandomCrop = randomCrop ?? o.RandomCrop, RandomFlip = randomFlip ?? o.RandomFlip });
 
     /// <summary>Images per micro-batch.</summary>
     /// <param name="batchSize">At least 1.</param>
@@ -174,9 +174,9 @@ public sealed class LoraTrainingBuilder
 
     /// <summary>The precision of the frozen models.</summary>
     /// <param name="precision">No, Fp16 or Bf16.</param>
-    /// <param name="vaeInFloat32">Keep the VAE in float32 under Fp16 (recommended: SD's VAE overflows in fp16).</param>
-    public LoraTrainingBuilder WithMixedPrecision(MixedPrecision precision, bool vaeInFloat32 = true) =>
-        Set(o => o with { MixedPrecision = precision, VaeInFloat32 = vaeInFloat32 });
+    /// <param name="vaeInFloat32">Keep the VAE in float32 under Fp16 (recommended: SD's VAE overflows in fp16); null leaves the setting as it is (on by default).</param>
+    public LoraTrainingBuilder WithMixedPrecision(MixedPrecision precision, bool? vaeInFloat32 = null) =>
+        Set(o => o with { MixedPrecision = precision, VaeInFloat32 = vaeInFloat32 ?? o.VaeInFloat32 });
 
     /// <summary>Where checkpoints and the final LoRA go.</summary>
     /// <param name="directory">The output folder (created if missing).</param>
