@@ -394,9 +394,12 @@ public sealed class LoraTrainer
 
     /// <summary>
     /// Trains on a background thread until <see cref="LoraTrainingOptions.MaxSteps"/> or cancellation. Cancellation is
-    /// honoured after the current step: a checkpoint is saved, the LoRA is written, and the result says it was cancelled.
+    /// honoured after the current step: a resumable checkpoint is saved, the result says it was cancelled and names the
+    /// checkpoint's LoRA files, and the final LoRA files are not written (files an earlier run left stay as they were).
+    /// A token that is already cancelled gives a cancelled task before anything is loaded or written.
     /// </summary>
     /// <param name="cancellationToken">Stops training after the current step.</param>
+    /// <exception cref="OperationCanceledException">The token was cancelled before training started.</exception>
     /// <exception cref="InvalidOperationException">The trainer was already started.</exception>
     /// <exception cref="InvalidModelFileException">The model or a checkpoint cannot be loaded.</exception>
     /// <exception cref="TrainingFailedException">A step failed (non-finite loss with the Stop policy).</exception>
@@ -404,6 +407,8 @@ public sealed class LoraTrainer
     {
         if (Interlocked.Exchange(ref _started, 1) == 1)
             throw new InvalidOperationException("this trainer has already been started");
+        if (cancellationToken.IsCancellationRequested)
+            return Task.FromCanceled<TrainingResult>(cancellationToken);
         return Task.Run(() => _run.RunAsync(cancellationToken), CancellationToken.None);
     }
 }

@@ -33,7 +33,8 @@ public readonly record struct TrainingProgress(
 /// <see cref="LoraPreset.Attention"/> preset), else <see cref="KohyaWeightsPath"/>.</param>
 /// <param name="WeightsPath">The LoRA in the seed's format (<c>output/lora_weights.pt</c>), or null when that format cannot
 /// hold it (layers outside the UNet's attention projections, or the text encoder).</param>
-/// <param name="KohyaWeightsPath">The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).</param>
+/// <param name="KohyaWeightsPath">The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).
+/// For a cancelled run all three paths name the files of the checkpoint it saved; the final files are not written.</param>
 /// <param name="StepsCompleted">Optimizer steps done, including those of a run this one resumed.</param>
 /// <param name="FinalLoss">The last step's loss.</param>
 /// <param name="AverageLoss">The mean loss over the steps of this run.</param>

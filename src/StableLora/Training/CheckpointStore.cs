@@ -12,8 +12,8 @@ namespace StableLora.Training;
 /// renamed into place only when complete, so a process killed at any moment leaves only complete checkpoints (and
 /// perhaps a stale temporary folder, removed on the next start). A checkpoint holds:
 /// <list type="bullet">
-/// <item><c>lora_weights.pt</c> — the LoRA in the seed's format, for users (or <c>lora_kohya.safetensors</c> when the
-/// network adapts more than the UNet's attention projections, which the seed's format cannot hold);</item>
+/// <item><c>lora_kohya.safetensors</c> — the LoRA at this step for AUTOMATIC1111 / ComfyUI, and <c>lora_weights.pt</c>
+/// in the diffusers attention-processor format when that format can hold the network;</item>
 /// <item><c>training_state.safetensors</c> — the exact LoRA parameters (keyed by module key,
 /// <c>lora.unet.&lt;path&gt;.lora_down.weight</c>), AdamW moments and RNG states, for resuming;</item>
 /// <item><c>trainer_state.json</c> — step, epoch, data position, schedule and loss-scaler state;</item>
@@ -113,8 +113,7 @@ internal sealed class CheckpointStore
         {
             if (LoraFileWriter.CannotHoldInSeedFormat(checkpoint.LoraModules) is null)
                 LoraFileWriter.Write(Path.Combine(temporary, LoraFile), checkpoint.LoraModules, LoraFileFormat.AttnProcs);
-            else
-                LoraFileWriter.Write(Path.Combine(temporary, KohyaLoraFile), checkpoint.LoraModules, LoraFileFormat.Kohya);
+            LoraFileWriter.Write(Path.Combine(temporary, KohyaLoraFile), checkpoint.LoraModules, LoraFileFormat.Kohya, checkpoint.KohyaMetadata);
 
             var tensors = new List<KeyValuePair<string, Tensor>>();
             tensors.AddRange(checkpoint.LoraParameters.Select(p => new KeyValuePair<string, Tensor>(LoraParameterPrefix + p.Key, p.Value)));
@@ -211,7 +210,8 @@ internal sealed record Checkpoint(
     IReadOnlyList<KeyValuePair<string, Tensor>> LoraParameters,
     IReadOnlyList<KeyValuePair<string, Tensor>> OptimizerState,
     Tensor NoiseGeneratorState,
-    Tensor GlobalRngState);
+    Tensor GlobalRngState,
+    LoraExportMetadata? KohyaMetadata = null);
 
 /// <summary>The scalar state of a run at a checkpoint.</summary>
 internal sealed record TrainerState

@@ -32,6 +32,7 @@ internal sealed class TrainingRun
     private readonly ObserverSet _observers;
     private readonly TrainingHooks _hooks;
     private readonly HubOptions _hub;
+    private int _imageCount;
 
     public TrainingRun(LoraTrainingOptions options, IImageDataset? dataset, ILogger logger, IProgress<TrainingProgress>? progress,
         IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null, HubOptions? hub = null)
@@ -123,6 +124,7 @@ internal sealed class TrainingRun
         using var latentCache = options.CacheLatents ? new TensorCache() : null;
         using var tensorBoard = options.TensorBoardDirectory is null ? null : new TensorBoardLog(options.TensorBoardDirectory);
 
+        _imageCount = usable.Count;
         Log.TrainingStarting(_logger, usable.Count, device.ToString(), options.MaxSteps, state.Step);
         await _observers.NotifyAsync(o => o.OnTrainingStartedAsync(new TrainingStartedEvent(options, usable.Count, device.ToString(), state.Step))).ConfigureAwait(false);
 
@@ -233,10 +235,20 @@ internal sealed class TrainingRun
 
         if (cancelled)
         {
+            // A cancelled run leaves the final files as they were (an earlier run's stay untouched): its LoRA is the checkpoint's.
             lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
             Log.TrainingCancelled(_logger, state.Step, lastCheckpoint);
+            _hooks.TrainingFinished?.Invoke(model);
+            string seedFile = Path.Combine(lastCheckpoint, CheckpointStore.LoraFile);
+            string? checkpointWeights = File.Exists(seedFile) ? seedFile : null;
+            string checkpointKohya = Path.Combine(lastCheckpoint, CheckpointStore.KohyaLoraFile);
+            var cancelledResult = new TrainingResult(checkpointWeights ?? checkpointKohya, checkpointWeights, checkpointKohya, state.Step, state.LastLoss,
+                stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN, clock.Elapsed, Cancelled: true, lastCheckpoint);
+            await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(cancelledResult))).ConfigureAwait(false);
+            return cancelledResult;
         }
-        else if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0)
+
+        if (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0)
         {
             lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
         }
@@ -245,7 +257,7 @@ internal sealed class TrainingRun
         EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the final LoRA files were");
         var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
         var result = new TrainingResult(weightsPath ?? kohyaPath, weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
-            clock.Elapsed, cancelled, lastCheckpoint);
+            clock.Elapsed, Cancelled: false, lastCheckpoint);
         await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
         return result;
     }
@@ -438,7 +450,7 @@ internal sealed class TrainingRun
         };
         var checkpoint = new Checkpoint(trainerState, _options, network.ToModuleWeights(),
             network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
-            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state());
+            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state(), KohyaMetadata(state, _imageCount));
         return store.Save(checkpoint, _options.KeepLastCheckpoints);
     }
 
