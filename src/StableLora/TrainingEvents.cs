@@ -61,7 +61,34 @@ public readonly record struct TrainingStartedEvent(LoraTrainingOptions Options, 
 
 /// <summary>An optimizer step finished.</summary>
 /// <param name="Progress">The progress snapshot after the step.</param>
-public readonly record struct StepCompletedEvent(TrainingProgress Progress);
+public readonly record struct StepCompletedEvent(TrainingProgress Progress)
+{
+    /// <summary>The run's cancellation token and a way to stop it gracefully (null only for an event made outside a run).</summary>
+    public TrainingControl? Control { get; init; }
+}
+
+/// <summary>
+/// What an observer can do to the run it observes: read its cancellation token, and ask it to stop after the current
+/// step, as a cancellation does (a resumable checkpoint is saved and the result says <c>Cancelled</c>).
+/// </summary>
+public sealed class TrainingControl
+{
+    private int _stopRequested;
+
+    internal TrainingControl(CancellationToken cancellationToken)
+    {
+        CancellationToken = cancellationToken;
+    }
+
+    /// <summary>The token the run was started with.</summary>
+    public CancellationToken CancellationToken { get; }
+
+    /// <summary>Whether <see cref="RequestStop"/> was called.</summary>
+    public bool StopRequested => Volatile.Read(ref _stopRequested) == 1;
+
+    /// <summary>Stops the run after the current step, saving a checkpoint (a graceful stop; the run's result says Cancelled).</summary>
+    public void RequestStop() => Interlocked.Exchange(ref _stopRequested, 1);
+}
 
 /// <summary>A checkpoint folder was written completely.</summary>
 /// <param name="Path">The checkpoint folder (<c>output/checkpoint-step-N</c>).</param>

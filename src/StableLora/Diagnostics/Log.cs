@@ -38,7 +38,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 17, Level = LogLevel.Information, Message = "Saved the LoRA to {Files}")]
     public static partial void FinalWeightsSaved(ILogger logger, string files);
 
-    [LoggerMessage(EventId = 18, Level = LogLevel.Error, Message = "Training observer {Observer} threw; training continues")]
+    [LoggerMessage(EventId = 18, Level = LogLevel.Error, Message = "Training observer {Observer} threw; the run stops after saving a checkpoint")]
     public static partial void ObserverFailed(ILogger logger, string observer, Exception exception);
 
     [LoggerMessage(EventId = 21, Level = LogLevel.Warning, Message = "Resuming from the latest checkpoint was asked for, but {Directory} has none yet; starting a new run")]

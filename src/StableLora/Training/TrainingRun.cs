@@ -127,6 +127,8 @@ internal sealed class TrainingRun
         _imageCount = usable.Count;
         Log.TrainingStarting(_logger, usable.Count, device.ToString(), options.MaxSteps, state.Step);
         await _observers.NotifyAsync(o => o.OnTrainingStartedAsync(new TrainingStartedEvent(options, usable.Count, device.ToString(), state.Step))).ConfigureAwait(false);
+        ThrowIfObserverFailed(state.Step, Array.Empty<string>(), lastCheckpoint: resume?.Directory);
+        var control = new TrainingControl(cancellationToken);
 
         var clock = Stopwatch.StartNew();
         var throughput = new Throughput();
@@ -138,7 +140,7 @@ internal sealed class TrainingRun
 
         while (state.Step < options.MaxSteps)
         {
-            if (cancellationToken.IsCancellationRequested)
+            if (cancellationToken.IsCancellationRequested || control.StopRequested)
             {
                 cancelled = true;
                 break;
@@ -221,7 +223,12 @@ internal sealed class TrainingRun
                 scaler?.Scale ?? 1.0);
             _progress?.Report(progress);
             tensorBoard?.Write(progress);
-            await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress))).ConfigureAwait(false);
+            await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress) { Control = control })).ConfigureAwait(false);
+            if (_observers.Failure is not null)
+            {
+                lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
+                ThrowIfObserverFailed(state.Step, stepImages, lastCheckpoint);
+            }
 
             bool checkpointStep = options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0;
             if (checkpointStep && state.Step < options.MaxSteps)
@@ -230,6 +237,11 @@ internal sealed class TrainingRun
             {
                 EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the validation images were");
                 await ValidateAsync(model, network, state.Step).ConfigureAwait(false);
+                if (_observers.Failure is not null)
+                {
+                    lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
+                    ThrowIfObserverFailed(state.Step, stepImages, lastCheckpoint);
+                }
             }
         }
 
@@ -427,6 +439,7 @@ internal sealed class TrainingRun
 
         Log.CheckpointSaved(_logger, state.Step, path);
         await _observers.NotifyAsync(o => o.OnCheckpointSavedAsync(new CheckpointSavedEvent(path, state.Step))).ConfigureAwait(false);
+        ThrowIfObserverFailed(state.Step, Array.Empty<string>(), path);
         return path;
     }
 
@@ -452,6 +465,13 @@ internal sealed class TrainingRun
             network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
             optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state(), KohyaMetadata(state, _imageCount));
         return store.Save(checkpoint, _options.KeepLastCheckpoints);
+    }
+
+    /// <summary>An observer that threw stops the run: a <see cref="TrainingFailedException"/> wrapping what it threw, naming the checkpoint saved first.</summary>
+    private void ThrowIfObserverFailed(long step, IReadOnlyList<string> images, string? lastCheckpoint)
+    {
+        if (_observers.TakeFailure() is { } failure)
+            throw new TrainingFailedException(step, images, $"the training observer {failure.Observer} threw: {failure.Error.Message}", lastCheckpoint, failure.Error);
     }
 
     /// <summary>Refuses to write anything from LoRA or optimizer tensors that hold NaN or infinity.</summary>

@@ -65,6 +65,10 @@ internal sealed class CaptionEmbeddings : IDisposable
 /// <summary>Calls every observer; one that throws is logged and the others still run.</summary>
 internal sealed class ObserverSet(IReadOnlyList<ITrainingObserver> observers, ILogger logger)
 {
+    /// <summary>The first observer failure not yet acted on: the observer's type name and what it threw.</summary>
+    public (string Observer, Exception Error)? Failure { get; private set; }
+
+    /// <summary>Calls every observer; one that throws is logged and remembered (<see cref="TakeFailure"/>), and the others are still called.</summary>
     public async ValueTask NotifyAsync(Func<ITrainingObserver, ValueTask> call)
     {
         foreach (var observer in observers)
@@ -76,8 +80,17 @@ internal sealed class ObserverSet(IReadOnlyList<ITrainingObserver> observers, IL
             catch (Exception e)
             {
                 Log.ObserverFailed(logger, observer.GetType().Name, e);
+                Failure ??= (observer.GetType().Name, e);
             }
         }
+    }
+
+    /// <summary>The remembered failure, cleared.</summary>
+    public (string Observer, Exception Error)? TakeFailure()
+    {
+        var failure = Failure;
+        Failure = null;
+        return failure;
     }
 }
 

@@ -245,17 +245,43 @@ public sealed class TrainingEngineExtrasTests
     }
 
     [Fact]
-    public async Task AThrowingObserverIsLoggedAndTrainingContinuesForTheOthers()
+    public async Task AThrowingObserverFailsTheRunAfterACheckpointAndTheOthersAreStillCalled()
     {
         using var temp = new TempDirectory();
         var logger = new ListLogger();
         var events = new List<ValidationImagesEvent>();
         var checkpoints = new List<CheckpointSavedEvent>();
-        var result = await Tiny(temp, 3).WithCheckpointEvery(1).WithLogger(logger).WithObserver(new Thrower()).WithObserver(new Recorder(events, checkpoints))
-            .Build().TrainAsync();
-        Assert.Equal(3, result.StepsCompleted);
-        Assert.Equal(3, checkpoints.Count);
+        var error = await Assert.ThrowsAsync<TrainingFailedException>(() => Tiny(temp, 3).WithCheckpointEvery(0).WithLogger(logger).WithObserver(new Thrower())
+            .WithObserver(new Recorder(events, checkpoints)).Build().TrainAsync());
+        Assert.Equal(1, error.Step);
+        Assert.IsType<InvalidOperationException>(error.InnerException);
+        Assert.Contains("Thrower", error.Message);
+        Assert.EndsWith("checkpoint-step-1", error.LastCheckpoint);
+        Assert.True(File.Exists(Path.Combine(error.LastCheckpoint!, "trainer_state.json")));
+        Assert.Single(checkpoints);
         Assert.Contains(logger.Entries, e => e.Message.Contains("Thrower threw", StringComparison.Ordinal));
+        Assert.False(File.Exists(temp.File("output/lora_kohya.safetensors")));
+    }
+
+    [Fact]
+    public async Task AnObserverCanStopTheRunGracefully()
+    {
+        using var temp = new TempDirectory();
+        var result = await Tiny(temp, 6).WithCheckpointEvery(0).WithObserver(new StopAt(2)).Build().TrainAsync();
+        Assert.True(result.Cancelled);
+        Assert.Equal(2, result.StepsCompleted);
+        Assert.EndsWith("checkpoint-step-2", result.LastCheckpointPath);
+    }
+
+    private sealed class StopAt(long step) : ITrainingObserver
+    {
+        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
+        {
+            Assert.False(e.Control!.CancellationToken.IsCancellationRequested);
+            if (e.Progress.Step == step)
+                e.Control.RequestStop();
+            return ValueTask.CompletedTask;
+        }
     }
 
     /// <summary>
