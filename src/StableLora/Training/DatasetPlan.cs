@@ -115,7 +115,7 @@ internal sealed class DatasetPlan
     public static IImageDataset OpenFolder(LoraTrainingOptions options) =>
         !options.RecursiveDataset && KohyaFolderDataset.IsKohyaLayout(options.DataDirectory!)
             ? new KohyaFolderDataset(options.DataDirectory!, options.CaptionExtension)
-            : new SketchDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles, options.CaptionExtension);
+            : new ImageFolderDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles, options.CaptionExtension);
 
     /// <summary>The options with MaxSteps from MaxEpochs when set, as sd-scripts: epochs x ceil(batches per epoch / gradient accumulation).</summary>
     public LoraTrainingOptions WithEpochLength(LoraTrainingOptions options)
@@ -225,7 +225,7 @@ internal sealed class DatasetPlan
             for (int i = 0; i < kohya.Count; i++)
                 CaptionProcessing.CountTags(tags[Path.GetFileName(kohya.SubsetOf(i).Directory)], kohya.CaptionOf(i));
         }
-        else if (dataset is SketchDataset folder)
+        else if (dataset is ImageFolderDataset folder)
         {
             string name = Path.GetFileName(folder.Directory);
             order.Add(name);

@@ -531,7 +531,7 @@ internal sealed class TrainingRun
         {
             try
             {
-                if (dataset is SketchDataset folder)
+                if (dataset is ImageFolderDataset folder)
                     folder.Probe(i);
                 usable.Add(i);
             }

@@ -60,7 +60,7 @@ public sealed class DatasetFlagsAndResumeTests
             Resolution = 64, BatchSize = 2, EnableBucket = true, MinBucketReso = 32, MaxBucketReso = 128, BucketResoSteps = 16, RandomCrop = true, RandomFlip = true,
             Caption = "sks, a, b, c, d, e, f", ShuffleCaption = true, KeepTokens = 1, CaptionTagDropoutRate = 0.3, CaptionDropoutRate = 0.1, Seed = 9,
         };
-        var dataset = new SketchDataset(Photos);
+        var dataset = new ImageFolderDataset(Photos);
         var all = Enumerable.Range(0, dataset.Count).ToList();
         var plan = DatasetPlan.Create(dataset, all, options, false, _ => { });
 

@@ -46,7 +46,7 @@ public sealed class DatasetTrainingTests
             .Zip(fixture.GetProperty("buckets").EnumerateArray().Select(b => (b[0].GetInt32(), b[1].GetInt32())))
             .ToDictionary(p => p.First, p => p.Second);
         var options = BucketOptions("unused");
-        var dataset = new SketchDataset(Photos);
+        var dataset = new ImageFolderDataset(Photos);
         var plan = DatasetPlan.Create(dataset, Enumerable.Range(0, dataset.Count).ToList(), options, false, _ => { });
         Assert.Equal(6, plan.BatchesPerEpoch(2));
 

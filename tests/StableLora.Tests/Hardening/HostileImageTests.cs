@@ -288,7 +288,7 @@ public sealed class HostileImageTests(Xunit.Abstractions.ITestOutputHelper outpu
         string truncated = Path.Combine(folder, "b-truncated.jpg");
         File.WriteAllBytes(truncated, jpeg[..(jpeg.Length * 3 / 4)]);
         File.WriteAllBytes(Path.Combine(folder, "c-good.jpg"), jpeg);
-        var dataset = new SketchDataset(folder);
+        var dataset = new ImageFolderDataset(folder);
         ImageFiles.Probe(truncated); // its header is fine: only decoding finds the damage
 
         var logger = new ListLogger();

@@ -1,11 +1,11 @@
 namespace StableLora.Data;
 
 /// <summary>
-/// Training images from a folder (the seed's <c>SketchDataset</c>): png, jpg, jpeg, webp, bmp and gif files, sorted by
-/// path so runs are reproducible. Optionally recursive, and optionally with kohya-style captions: a <c>.txt</c> file
-/// of the same name beside an image holds its caption.
+/// Training images from a folder: png, jpg, jpeg, webp, bmp and gif files, sorted by path so runs are reproducible.
+/// Optionally recursive, and optionally with kohya-style captions: a <c>.txt</c> file of the same name beside an image
+/// holds its caption.
 /// </summary>
-public sealed class SketchDataset : IImageDataset
+public class ImageFolderDataset : IImageDataset
 {
     private readonly string[] _files;
     private readonly bool _useCaptionFiles;
@@ -17,7 +17,7 @@ public sealed class SketchDataset : IImageDataset
     /// <param name="useCaptionFiles">Use <c>image.txt</c> beside <c>image.png</c> as that image's caption when present.</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="InvalidDataException">The folder holds no image files.</exception>
-    public SketchDataset(string directory, bool recursive = false, bool useCaptionFiles = false)
+    public ImageFolderDataset(string directory, bool recursive = false, bool useCaptionFiles = false)
         : this(directory, recursive, useCaptionFiles, ".txt")
     {
     }
@@ -29,7 +29,7 @@ public sealed class SketchDataset : IImageDataset
     /// <param name="captionExtension">The caption files' extension (kohya's caption_extension: <c>.txt</c>, <c>.caption</c>); a missing dot is added.</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="InvalidDataException">The folder holds no image files.</exception>
-    public SketchDataset(string directory, bool recursive, bool useCaptionFiles, string captionExtension)
+    public ImageFolderDataset(string directory, bool recursive, bool useCaptionFiles, string captionExtension)
     {
         ArgumentNullException.ThrowIfNull(captionExtension);
         _captionExtension = KohyaFolderDataset.NormaliseExtension(captionExtension);
@@ -75,5 +75,19 @@ public sealed class SketchDataset : IImageDataset
             return null;
         string captionFile = Path.ChangeExtension(_files[index], _captionExtension);
         return File.Exists(captionFile) ? File.ReadAllText(captionFile).Trim() : null;
+    }
+}
+
+/// <summary>The former name of <see cref="ImageFolderDataset"/>.</summary>
+[Obsolete("Use ImageFolderDataset; SketchDataset was named after the training script StableLora started from.")]
+public sealed class SketchDataset : ImageFolderDataset
+{
+    /// <summary>Lists the images of <paramref name="directory"/>.</summary>
+    /// <param name="directory">The image folder.</param>
+    /// <param name="recursive">Also look in sub-folders.</param>
+    /// <param name="useCaptionFiles">Use <c>image.txt</c> beside <c>image.png</c> as that image's caption when present.</param>
+    public SketchDataset(string directory, bool recursive = false, bool useCaptionFiles = false)
+        : base(directory, recursive, useCaptionFiles)
+    {
     }
 }
