@@ -10,8 +10,8 @@ public sealed class RenamedTypesTests
     public void SketchDatasetIsAnObsoleteNameOfImageFolderDataset()
     {
         string photos = Path.Combine(FixturePaths.Root, "photos");
-        Assert.NotNull(typeof(SketchDataset).GetCustomAttributes(typeof(ObsoleteAttribute), false).SingleOrDefault());
 #pragma warning disable CS0618
+        Assert.NotNull(typeof(SketchDataset).GetCustomAttributes(typeof(ObsoleteAttribute), false).SingleOrDefault());
         IImageDataset old = new SketchDataset(photos);
 #pragma warning restore CS0618
         var current = new ImageFolderDataset(photos);
