@@ -15,7 +15,7 @@ public enum LearningRateSchedule
     /// <summary><c>linear</c>: warm-up, then a straight line down to 0 at the last step.</summary>
     Linear,
 
-    /// <summary><c>cosine</c> (the default, the seed's): warm-up, then half a cosine down to 0.</summary>
+    /// <summary><c>cosine</c> (the default, diffusers' training scripts'): warm-up, then half a cosine down to 0.</summary>
     Cosine,
 
     /// <summary><c>cosine_with_restarts</c>: warm-up, then <see cref="LoraTrainingOptions.LearningRateCycles"/> half-cosines from 1 to 0 (hard restarts).</summary>

@@ -4,7 +4,7 @@ namespace StableLora;
 public enum LoraFileFormat
 {
     /// <summary>
-    /// The seed's <c>lora_weights.pt</c>: a PyTorch state dict of diffusers' <c>AttnProcsLayers</c>
+    /// diffusers' attention-processor <c>lora_weights.pt</c>: a PyTorch state dict of diffusers' <c>AttnProcsLayers</c>
     /// (<c>...attn1.processor.to_q_lora.down.weight</c>), readable by Python's <c>torch.load</c>.
     /// </summary>
     AttnProcs,

@@ -4,9 +4,9 @@ namespace StableLora;
 public enum LoraPreset
 {
     /// <summary>
-    /// The seed's (diffusers' attention-processor LoRA): <c>to_q</c>, <c>to_k</c>, <c>to_v</c> and <c>to_out.0</c> of every
+    /// diffusers' attention-processor LoRA: <c>to_q</c>, <c>to_k</c>, <c>to_v</c> and <c>to_out.0</c> of every
     /// UNet attention (narrowed by <see cref="LoraTargets"/> and <see cref="LoraAttentionKinds"/>); 128 modules on SD 1.5.
-    /// Down starts ~ N(0, 1/rank). The only preset the seed's <c>lora_weights.pt</c> can hold.
+    /// Down starts ~ N(0, 1/rank). The only preset <c>lora_weights.pt</c> (diffusers' attention-processor format) can hold.
     /// </summary>
     Attention,
 

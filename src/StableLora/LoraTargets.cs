@@ -19,14 +19,14 @@ public enum LoraTargets
     /// <summary>The output projection <c>to_out.0</c>.</summary>
     Output = 8,
 
-    /// <summary>All four projections, as the seed (diffusers' LoRAAttnProcessor) does.</summary>
+    /// <summary>All four projections, as diffusers' LoRAAttnProcessor adapts them.</summary>
     All = Query | Key | Value | Output,
 }
 
 /// <summary>Which attentions of the UNet get LoRA layers.</summary>
 public enum LoraAttentionKinds
 {
-    /// <summary>Self-attention (<c>attn1</c>) and cross-attention (<c>attn2</c>), as the seed does.</summary>
+    /// <summary>Self-attention (<c>attn1</c>) and cross-attention (<c>attn2</c>), as diffusers' LoRAAttnProcessor does.</summary>
     All,
 
     /// <summary>Only the self-attentions (<c>attn1</c>).</summary>

@@ -6,7 +6,7 @@ using StableLora.Training;
 namespace StableLora;
 
 /// <summary>
-/// Builds a <see cref="LoraTrainer"/>: the seed's train.py as a fluent API. Every setting of the seed's config.py is a
+/// Builds a <see cref="LoraTrainer"/>: LoRA training (diffusers' train_text_to_image_lora.py and kohya's options) as a fluent API. Every setting is a
 /// <c>With*</c> method; <see cref="Build"/> checks them all and reports every problem at once. A builder builds once.
 /// </summary>
 /// <example>
@@ -70,7 +70,7 @@ public sealed class LoraTrainingBuilder
         return this;
     }
 
-    /// <summary>The caption of every image (the seed's training caption).</summary>
+    /// <summary>The caption of every image (one caption for every image).</summary>
     /// <param name="caption">The caption; may be empty.</param>
     /// <param name="useCaptionFiles">Prefer an <c>image.txt</c> beside an image as its caption (kohya convention); null leaves the setting as it is.</param>
     public LoraTrainingBuilder WithCaption(string caption, bool? useCaptionFiles = null) =>
@@ -80,7 +80,7 @@ public sealed class LoraTrainingBuilder
     /// <param name="rank">At least 1.</param>
     public LoraTrainingBuilder WithRank(int rank) => Set(o => o with { Rank = rank });
 
-    /// <summary>The LoRA alpha (scale = alpha / rank); without it alpha = rank, as the seed.</summary>
+    /// <summary>The LoRA alpha (scale = alpha / rank); without it alpha = rank (scale 1).</summary>
     /// <param name="alpha">A positive number.</param>
     public LoraTrainingBuilder WithAlpha(double alpha) => Set(o => o with { Alpha = alpha });
 
@@ -91,7 +91,7 @@ public sealed class LoraTrainingBuilder
     public LoraTrainingBuilder WithLoraTargets(LoraTargets targets, LoraAttentionKinds attentionKinds = LoraAttentionKinds.All, double dropout = 0) =>
         Set(o => o with { Targets = targets, AttentionKinds = attentionKinds, LoraDropout = dropout });
 
-    /// <summary>Which UNet layers the LoRA adapts: the seed's attention projections or kohya's Transformer2DModel layers.</summary>
+    /// <summary>Which UNet layers the LoRA adapts: diffusers' attention projections or kohya's Transformer2DModel layers.</summary>
     /// <param name="preset">The preset.</param>
     public LoraTrainingBuilder WithPreset(LoraPreset preset) => Set(o => o with { Preset = preset });
 
@@ -208,7 +208,7 @@ public sealed class LoraTrainingBuilder
 
     /// <summary>
     /// The per-element loss, as sd-scripts' <c>loss_type</c> (see <see cref="LossType"/>); the default is <see cref="LossType.L2"/>,
-    /// the seed's MSE.
+    /// the plain MSE.
     /// </summary>
     /// <param name="type">L2, L1, Huber or SmoothL1.</param>
     /// <param name="huberC">sd-scripts' <c>huber_c</c> (null: 0.1). Only for Huber and SmoothL1.</param>

@@ -5,11 +5,11 @@ namespace StableLora;
 
 /// <summary>
 /// Every setting of a LoRA training run, immutable. Built by <see cref="LoraTrainingBuilder"/>, which checks it;
-/// defaults are the seed's (train.py / config.py) and, where the seed gives none, diffusers' training scripts'.
+/// defaults are those of diffusers' LoRA training example (train_text_to_image_lora.py) that StableLora started from.
 /// </summary>
 public sealed record LoraTrainingOptions
 {
-    /// <summary>The base model: a diffusers folder, a single-file checkpoint, or a Hugging Face hub id (the seed's MODEL_ID).</summary>
+    /// <summary>The base model: a diffusers folder, a single-file checkpoint, or a Hugging Face hub id (runwayml/stable-diffusion-v1-5 by default).</summary>
     /// <value>The default value is "runwayml/stable-diffusion-v1-5".</value>
     public string Model { get; init; } = Defaults.Model;
 
@@ -61,7 +61,7 @@ public sealed record LoraTrainingOptions
     public double? WarmupRatio { get; init; }
 
     /// <summary>The learning-rate schedule (diffusers' <c>lr_scheduler</c>); every parameter group's peak is multiplied by it.</summary>
-    /// <value>The default value is <see cref="StableLora.LearningRateSchedule.Cosine"/> (the seed's).</value>
+    /// <value>The default value is <see cref="StableLora.LearningRateSchedule.Cosine"/> (diffusers' attention-processor LoRA).</value>
     public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Cosine;
 
     /// <summary>The number of hard restarts of <see cref="StableLora.LearningRateSchedule.CosineWithRestarts"/> (diffusers' <c>num_cycles</c>); null: 1. Only for that schedule.</summary>
@@ -81,11 +81,11 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 4.</value>
     public int Rank { get; init; } = Defaults.Rank;
 
-    /// <summary>The LoRA alpha (each layer adds alpha / rank x its output); null means alpha = rank, as the seed.</summary>
+    /// <summary>The LoRA alpha (each layer adds alpha / rank x its output); null means alpha = rank (scale 1), as diffusers' attention-processor LoRA.</summary>
     public double? Alpha { get; init; }
 
     /// <summary>Which attention projections get LoRA layers.</summary>
-    /// <value>The default value is <see cref="LoraTargets.All"/> (the seed's to_q, to_k, to_v, to_out.0).</value>
+    /// <value>The default value is <see cref="LoraTargets.All"/> (to_q, to_k, to_v, to_out.0, as diffusers' attention-processor LoRA).</value>
     public LoraTargets Targets { get; init; } = LoraTargets.All;
 
     /// <summary>Which attentions get LoRA layers.</summary>
@@ -97,7 +97,7 @@ public sealed record LoraTrainingOptions
     public double LoraDropout { get; init; }
 
     /// <summary>Which UNet layers the LoRA adapts (when <see cref="TargetPatterns"/> is empty).</summary>
-    /// <value>The default value is <see cref="LoraPreset.Attention"/> (the seed's).</value>
+    /// <value>The default value is <see cref="LoraPreset.Attention"/> (diffusers' attention-processor LoRA).</value>
     public LoraPreset Preset { get; init; } = LoraPreset.Attention;
 
     /// <summary>
@@ -157,7 +157,7 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is true.</value>
     public bool VaeInFloat32 { get; init; } = true;
 
-    /// <summary>The caption of every image (the seed's static caption).</summary>
+    /// <summary>The caption of every image (one caption for every image).</summary>
     /// <value>The default value is "a sketch".</value>
     public string Caption { get; init; } = Defaults.Caption;
 
@@ -254,11 +254,11 @@ public sealed record LoraTrainingOptions
     /// <summary>kohya's noise offset: adds offset x N(0,1) per (image, channel) to the noise.</summary>
     public double NoiseOffset { get; init; }
 
-    /// <summary>Min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE as the seed.</summary>
+    /// <summary>Min-SNR-gamma loss weighting (Hang et al. 2023); null: the plain MSE.</summary>
     public double? MinSnrGamma { get; init; }
 
     /// <summary>The per-element loss (sd-scripts' <c>loss_type</c>).</summary>
-    /// <value>The default value is <see cref="StableLora.LossType.L2"/> (the seed's MSE).</value>
+    /// <value>The default value is <see cref="StableLora.LossType.L2"/> (the plain MSE).</value>
     public LossType LossType { get; init; } = LossType.L2;
 
     /// <summary>sd-scripts' <c>huber_c</c> for <see cref="StableLora.LossType.Huber"/> and <see cref="StableLora.LossType.SmoothL1"/>; null: 0.1 (sd-scripts' default). Only for those losses.</summary>
@@ -335,7 +335,7 @@ public sealed record LoraTrainingOptions
     /// <summary>The defaults, for documentation and the CLI.</summary>
     public static class Defaults
     {
-        /// <summary>The seed's MODEL_ID.</summary>
+        /// <summary>The default base model: SD 1.5 on the Hugging Face hub.</summary>
         public const string Model = "runwayml/stable-diffusion-v1-5";
 
         /// <summary>The output folder.</summary>

@@ -12,7 +12,7 @@ namespace StableLora;
 
 /// <summary>
 /// A LoRA for a Stable Diffusion 1.x/2.x model, read from or written to any of the formats of the SD ecosystem: the
-/// seed's <c>lora_weights.pt</c> (Python's <c>torch.load</c> reads it; attention LoRA only), kohya / AUTOMATIC1111 /
+/// diffusers' attention-processor <c>lora_weights.pt</c> (Python's <c>torch.load</c> reads it; attention LoRA only), kohya / AUTOMATIC1111 /
 /// ComfyUI <c>.safetensors</c> (LoRA, LoCon, text encoder; LyCORIS LoHa, LoKr and DoRA are read for generation), and
 /// diffusers / PEFT <c>.safetensors</c>.
 /// </summary>
@@ -44,7 +44,7 @@ public sealed class LoraWeights : IDisposable
     /// <summary>The layout the file used.</summary>
     public LoraFileFormat SourceFormat { get; }
 
-    /// <summary>How many layers the LoRA adapts (UNet and text encoder together; 256 for the seed's recipe on SD 1.5).</summary>
+    /// <summary>How many layers the LoRA adapts (UNet and text encoder together; 256 for the attention preset on SD 1.5).</summary>
     public int ModuleCount => _modules.Count;
 
     /// <summary>How many of those layers are the text encoder's.</summary>
@@ -86,7 +86,7 @@ public sealed class LoraWeights : IDisposable
     /// <param name="path">The file to write.</param>
     /// <param name="format">The layout: <see cref="LoraFileFormat.AttnProcs"/> (.pt; attention LoRA only), <see cref="LoraFileFormat.Kohya"/> or <see cref="LoraFileFormat.Peft"/>.</param>
     /// <param name="metadata">Training facts for kohya's metadata, or null.</param>
-    /// <exception cref="InvalidOptionsException">The LoRA cannot be written in that format (LyCORIS modules; non-attention layers in the seed's format); the message says why.</exception>
+    /// <exception cref="InvalidOptionsException">The LoRA cannot be written in that format (LyCORIS modules; non-attention layers in the attention-processor format); the message says why.</exception>
     public void Save(string path, LoraFileFormat format, LoraExportMetadata? metadata = null)
     {
         var plain = PlainLoraModules(format);

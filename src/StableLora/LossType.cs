@@ -3,7 +3,7 @@ namespace StableLora;
 /// <summary>The per-element loss (sd-scripts' <c>loss_type</c>).</summary>
 public enum LossType
 {
-    /// <summary><c>l2</c>: squared error (the default, the seed's MSE).</summary>
+    /// <summary><c>l2</c>: squared error (the default: the plain MSE).</summary>
     L2,
 
     /// <summary><c>l1</c>: absolute error.</summary>

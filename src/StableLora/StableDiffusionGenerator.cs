@@ -262,7 +262,7 @@ public sealed class StableDiffusionGeneratorBuilder
     }
 
     /// <summary>
-    /// Adds a LoRA file (any supported format: kohya, LyCORIS LoHa/LoKr, PEFT, the seed's) with its weights; may be
+    /// Adds a LoRA file (any supported format: kohya, LyCORIS LoHa/LoKr, PEFT, diffusers' lora_weights.pt) with its weights; may be
     /// called several times, each LoRA with its own weights (ComfyUI's <c>strength_model</c> / <c>strength_clip</c>).
     /// </summary>
     /// <param name="path">The LoRA file.</param>

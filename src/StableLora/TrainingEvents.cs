@@ -29,9 +29,9 @@ public readonly record struct TrainingProgress(
     double LossScale);
 
 /// <summary>What a finished (or cancelled) training run produced.</summary>
-/// <param name="LoraPath">The main LoRA file: <see cref="WeightsPath"/> when the seed's format can hold the network (the
+/// <param name="LoraPath">The main LoRA file: <see cref="WeightsPath"/> when the attention-processor format can hold the network (the
 /// <see cref="LoraPreset.Attention"/> preset), else <see cref="KohyaWeightsPath"/>.</param>
-/// <param name="WeightsPath">The LoRA in the seed's format (<c>output/lora_weights.pt</c>), or null when that format cannot
+/// <param name="WeightsPath">The LoRA in diffusers' attention-processor format (<c>output/lora_weights.pt</c>), or null when that format cannot
 /// hold it (layers outside the UNet's attention projections, or the text encoder).</param>
 /// <param name="KohyaWeightsPath">The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).
 /// For a cancelled run all three paths name the files of the checkpoint it saved; the final files are not written.</param>
