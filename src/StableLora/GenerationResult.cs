@@ -34,16 +34,12 @@ public sealed class GenerationResult : IDisposable
     /// round(x * 255) with ties to even.
     /// </summary>
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
-    public Image<Rgb24> ToImage(int index)
-    {
-        CheckIndex(index);
-        using var scope = NewDisposeScope();
-        var levels = Images[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
-        int height = (int)levels.shape[0], width = (int)levels.shape[1];
-        return Image.LoadPixelData<Rgb24>(levels.bytes.ToArray(), width, height);
-    }
+    public Image<Rgb24> ToImage(int index) => GetPixels(index).ToImageSharp();
 
-    /// <summary>Image <paramref name="index"/> as plain 8-bit RGB pixels (quantised as <see cref="ToImage"/>), without TorchSharp or ImageSharp types.</summary>
+    /// <summary>
+    /// Image <paramref name="index"/> as plain 8-bit RGB pixels, quantised as diffusers' <c>numpy_to_pil</c> does:
+    /// round(x * 255) with ties to even. No TorchSharp or ImageSharp types.
+    /// </summary>
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
     public RgbImage GetPixels(int index)
     {

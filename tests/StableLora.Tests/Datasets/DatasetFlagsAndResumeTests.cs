@@ -16,31 +16,14 @@ public sealed class DatasetFlagsAndResumeTests
     public async Task TrainFlagsForBucketsCaptionsAndEpochsReachTheKohyaMetadata()
     {
         using var temp = new TempDirectory();
-        var originalOut = Console.Out;
-        var originalError = Console.Error;
-        using var output = new StringWriter();
-        using var error = new StringWriter();
-        Console.SetOut(output);
-        Console.SetError(error);
-        int code;
-        try
-        {
-            code = await Cli.MainAsync(new[]
-            {
-                "train", "--model", FixturePaths.TinyPipeline, "--data", Photos, "--output", temp.File("out"), "--resolution", "64", "--batch-size", "2",
-                "--warmup-steps", "1", "--checkpoint-every", "0", "--device", "cpu", "--seed", "5", "--caption", "sks, photo, outdoor, colour",
-                "--enable-bucket", "--min-bucket-reso", "32", "--max-bucket-reso", "128", "--bucket-reso-steps", "16",
-                "--shuffle-caption", "--keep-tokens", "1", "--keep-tokens-separator", "|||", "--caption-dropout-rate", "0.1", "--caption-tag-dropout-rate", "0.2",
-                "--caption-dropout-every-n-epochs", "3", "--caption-prefix", "best,", "--caption-suffix", ", end", "--caption-extension", ".caption", "--max-epochs", "1",
-            });
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalError);
-        }
+        var (code, _, error) = await CliRunner.RunAsync(
+            "train", "--model", FixturePaths.TinyPipeline, "--data", Photos, "--output", temp.File("out"), "--resolution", "64", "--batch-size", "2",
+            "--warmup-steps", "1", "--checkpoint-every", "0", "--device", "cpu", "--seed", "5", "--caption", "sks, photo, outdoor, colour",
+            "--enable-bucket", "--min-bucket-reso", "32", "--max-bucket-reso", "128", "--bucket-reso-steps", "16",
+            "--shuffle-caption", "--keep-tokens", "1", "--keep-tokens-separator", "|||", "--caption-dropout-rate", "0.1", "--caption-tag-dropout-rate", "0.2",
+            "--caption-dropout-every-n-epochs", "3", "--caption-prefix", "best,", "--caption-suffix", ", end", "--caption-extension", ".caption", "--max-epochs", "1");
 
-        Assert.True(code == 0, error.ToString());
+        Assert.True(code == 0, error);
         var metadata = SafetensorsReader.ReadMetadata(temp.File("out/lora_kohya.safetensors"));
         Assert.Equal("6", metadata["ss_steps"]);
         Assert.Equal("1", metadata["ss_num_epochs"]);

@@ -48,17 +48,7 @@ public sealed class PipelineParityTests
     {
         using var scope = NewDisposeScope();
         var spec = FixtureCases.Case(caseId);
-        var negative = spec.GetProperty("negative_prompt");
-        var options = new GenerationOptions
-        {
-            NegativePrompt = negative.ValueKind == System.Text.Json.JsonValueKind.Null ? null : negative.GetString(),
-            Width = spec.GetProperty("width").GetInt32(),
-            Height = spec.GetProperty("height").GetInt32(),
-            Steps = spec.GetProperty("num_inference_steps").GetInt32(),
-            GuidanceScale = spec.GetProperty("guidance_scale").GetDouble(),
-            ImageCount = spec.GetProperty("num_images_per_prompt").GetInt32(),
-            Seed = spec.GetProperty("seed").GetUInt64(),
-        };
+        var options = FixtureCases.SeededOptions(caseId);
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(scheduler).WithDevice("cpu").Build();
         using var result = generator.Generate(spec.GetProperty("prompt").GetString()!, options);
 

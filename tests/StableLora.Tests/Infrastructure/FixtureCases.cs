@@ -16,6 +16,23 @@ internal static class FixtureCases
     public static JsonElement Case(string id) =>
         Root.GetProperty("cases").EnumerateArray().First(c => c.GetProperty("id").GetString() == id);
 
+    /// <summary>The generation options of a seeded pipeline case (<c>seeded_*</c>): negative prompt, size, steps, guidance, count and seed.</summary>
+    public static GenerationOptions SeededOptions(string id)
+    {
+        var spec = Case(id);
+        var negative = spec.GetProperty("negative_prompt");
+        return new GenerationOptions
+        {
+            NegativePrompt = negative.ValueKind == JsonValueKind.Null ? null : negative.GetString(),
+            Width = spec.GetProperty("width").GetInt32(),
+            Height = spec.GetProperty("height").GetInt32(),
+            Steps = spec.GetProperty("num_inference_steps").GetInt32(),
+            GuidanceScale = spec.GetProperty("guidance_scale").GetDouble(),
+            ImageCount = spec.GetProperty("num_images_per_prompt").GetInt32(),
+            Seed = spec.GetProperty("seed").GetUInt64(),
+        };
+    }
+
     /// <summary>The (abs, rel) tolerance of a case, optionally one named part of it ("grads", "image", ...).</summary>
     public static Tolerance Tolerance(string id, string? part = null)
     {

@@ -31,6 +31,18 @@ internal static class TestLora
         throw new ArgumentException($"not a LoRA parameter name: {parameterName}", nameof(parameterName));
     }
 
+    /// <summary>The kohya file key of a parameter (<c>lora_unet_…_to_q.lora_down.weight</c>) from its network name (<c>unet.….to_q.lora_down.weight</c>).</summary>
+    public static string KohyaName(string parameterName)
+    {
+        foreach (string suffix in new[] { ".lora_down.weight", ".lora_up.weight" })
+        {
+            if (parameterName.EndsWith(suffix, StringComparison.Ordinal))
+                return LoraKeyNames.ToKohya(parameterName[..^suffix.Length]) + suffix;
+        }
+
+        throw new ArgumentException($"not a LoRA parameter name: {parameterName}", nameof(parameterName));
+    }
+
     /// <summary>The seed's state dict of a network (its <c>lora_weights.pt</c> keys, in order).</summary>
     public static List<KeyValuePair<string, Tensor>> SeedStateDict(LoraNetwork network) => LoraFileWriter.AttnProcsStateDict(network.ToModuleWeights());
 }

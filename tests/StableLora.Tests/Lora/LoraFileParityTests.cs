@@ -1,4 +1,3 @@
-using System.Text.Json;
 using StableLora.IO;
 using StableLora.Schedulers;
 using StableLora.Tests.Infrastructure;
@@ -105,22 +104,11 @@ public sealed class LoraFileParityTests
 
     private static Tensor Render(string? lora, double unetWeight, double textEncoderWeight)
     {
-        var spec = FixtureCases.Case("seeded_pndm");
-        var negative = spec.GetProperty("negative_prompt");
         var builder = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(SchedulerKind.Pndm).WithDevice("cpu");
         if (lora is not null)
             builder.WithLora(lora, unetWeight, textEncoderWeight);
         using var generator = builder.Build();
-        using var result = generator.Generate(spec.GetProperty("prompt").GetString()!, new GenerationOptions
-        {
-            NegativePrompt = negative.ValueKind == JsonValueKind.Null ? null : negative.GetString(),
-            Width = spec.GetProperty("width").GetInt32(),
-            Height = spec.GetProperty("height").GetInt32(),
-            Steps = spec.GetProperty("num_inference_steps").GetInt32(),
-            GuidanceScale = spec.GetProperty("guidance_scale").GetDouble(),
-            ImageCount = spec.GetProperty("num_images_per_prompt").GetInt32(),
-            Seed = spec.GetProperty("seed").GetUInt64(),
-        });
+        using var result = generator.Generate(FixtureCases.Case("seeded_pndm").GetProperty("prompt").GetString()!, FixtureCases.SeededOptions("seeded_pndm"));
         return result.Images.clone();
     }
 

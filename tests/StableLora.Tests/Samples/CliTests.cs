@@ -8,25 +8,7 @@ namespace StableLora.Tests.Samples;
 /// <summary>The <c>stablelora</c> command line, run in-process with its output captured.</summary>
 public sealed class CliTests
 {
-    private static async Task<(int Code, string Out, string Error)> Run(params string[] args)
-    {
-        var originalOut = Console.Out;
-        var originalError = Console.Error;
-        using var output = new StringWriter();
-        using var error = new StringWriter();
-        Console.SetOut(output);
-        Console.SetError(error);
-        try
-        {
-            int code = await Cli.MainAsync(args);
-            return (code, output.ToString(), error.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalError);
-        }
-    }
+    private static Task<(int Code, string Out, string Error)> Run(params string[] args) => CliRunner.RunAsync(args);
 
     [Fact]
     public async Task TrainWritesTheLoraAndGenerateAndConvertUseIt()

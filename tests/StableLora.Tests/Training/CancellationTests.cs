@@ -59,14 +59,4 @@ public sealed class CancellationTests
         Assert.Equal(seedFormat.ModuleCount, kohya.ModuleCount);
         Assert.Equal("3", StableLora.IO.SafetensorsReader.ReadMetadata(result.KohyaWeightsPath)["ss_steps"]);
     }
-
-    private sealed class CancelAt(long step, CancellationTokenSource source) : ITrainingObserver
-    {
-        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
-        {
-            if (e.Progress.Step == step)
-                source.Cancel();
-            return ValueTask.CompletedTask;
-        }
-    }
 }

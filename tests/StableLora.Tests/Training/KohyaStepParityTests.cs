@@ -33,7 +33,7 @@ public sealed class KohyaStepParityTests
         using var generator = new Generator(1);
         var options = new LoraTrainingOptions { Preset = LoraPreset.Kohya, Rank = 4, Alpha = 2, ConvRank = 2, ConvAlpha = 1, TrainTextEncoder = true };
         using var network = LoraNetwork.Create(new AdaptableModels(unet, textEncoder), options.NetworkOptions(), generator);
-        var parameters = network.NamedParameters().Select(p => (Kohya: KohyaName(p.Name), p.Name, p.Parameter)).ToList();
+        var parameters = network.NamedParameters().Select(p => (Kohya: TestLora.KohyaName(p.Name), p.Name, p.Parameter)).ToList();
         var expectedNames = fixture.Tensors.Select(t => t.Name).Where(n => n.StartsWith("grad/", StringComparison.Ordinal)).Select(n => n["grad/".Length..]).ToList();
         Assert.Equal(expectedNames.Order(StringComparer.Ordinal), parameters.Select(p => p.Kohya).Order(StringComparer.Ordinal));
         Assert.All(network.LoraAdapters(), a => Assert.Equal(
@@ -67,16 +67,5 @@ public sealed class KohyaStepParityTests
         optimizer.Step(new[] { 1e-3, 5e-5 });
         foreach (var (kohya, _, parameter) in parameters)
             TensorAssert.Close(fixture.Read($"after/{kohya}"), parameter, FixtureCases.Tolerance("training_step", "params_after_adamw"), $"after {kohya}");
-    }
-
-    private static string KohyaName(string parameterName)
-    {
-        foreach (string suffix in new[] { ".lora_down.weight", ".lora_up.weight" })
-        {
-            if (parameterName.EndsWith(suffix, StringComparison.Ordinal))
-                return LoraKeyNames.ToKohya(parameterName[..^suffix.Length]) + suffix;
-        }
-
-        throw new ArgumentException(parameterName);
     }
 }

@@ -47,7 +47,7 @@ public sealed class ScheduleAndLossTrainingTests
     {
         using var temp = new TempDirectory();
         var progress = new List<TrainingProgress>();
-        var straight = await HuberRun(temp, "straight").WithObserver(new Recorder(progress)).Build().TrainAsync();
+        var straight = await HuberRun(temp, "straight").WithObserver(new ProgressRecorder(progress)).Build().TrainAsync();
         Assert.Equal(4, straight.StepsCompleted);
 
         using var cancellation = new CancellationTokenSource();
@@ -99,7 +99,7 @@ public sealed class ScheduleAndLossTrainingTests
             .WithNoiseOffset(0.05);
 
         var losses = new List<TrainingProgress>();
-        var straight = await Run("straight").WithCheckpointEvery(2).WithObserver(new Recorder(losses)).Build().TrainAsync();
+        var straight = await Run("straight").WithCheckpointEvery(2).WithObserver(new ProgressRecorder(losses)).Build().TrainAsync();
         var resumed = await Run("resumed").WithResume(Path.Combine(temp.File("straight"), "checkpoint-step-2")).Build().TrainAsync();
         Assert.Equal(4, resumed.StepsCompleted);
         Assert.All(losses, p => Assert.True(double.IsFinite(p.Loss) && !p.SkippedStep));
@@ -152,23 +152,4 @@ public sealed class ScheduleAndLossTrainingTests
 
     private static void AssertSameLora(string expectedPath, string actualPath) =>
         Assert.True(File.ReadAllBytes(expectedPath).AsSpan().SequenceEqual(File.ReadAllBytes(actualPath)), $"{actualPath} differs from {expectedPath}");
-
-    private sealed class Recorder(List<TrainingProgress> progress) : ITrainingObserver
-    {
-        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
-        {
-            progress.Add(e.Progress);
-            return ValueTask.CompletedTask;
-        }
-    }
-
-    private sealed class CancelAt(long step, CancellationTokenSource source) : ITrainingObserver
-    {
-        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
-        {
-            if (e.Progress.Step == step)
-                source.Cancel();
-            return ValueTask.CompletedTask;
-        }
-    }
 }

@@ -197,24 +197,6 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
         }
     }
 
-    private sealed class ProgressRecorder(List<TrainingProgress> progress) : ITrainingObserver
-    {
-        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
-        {
-            progress.Add(e.Progress);
-            return ValueTask.CompletedTask;
-        }
-    }
-
-    private sealed class CancelAt(long step, CancellationTokenSource source) : ITrainingObserver
-    {
-        public ValueTask OnStepCompletedAsync(StepCompletedEvent e)
-        {
-            if (e.Progress.Step == step)
-                source.Cancel();
-            return ValueTask.CompletedTask;
-        }
-    }
 }
 
 public sealed class TrainingEngineExtrasTests
