@@ -368,6 +368,16 @@ public sealed class LoraTrainingBuilder
     /// <param name="maxEpochs">At least 1.</param>
     public LoraTrainingBuilder WithMaxEpochs(int maxEpochs) => Set(o => o with { MaxEpochs = maxEpochs });
 
+    /// <summary>DreamBooth-style prior preservation (<c>--reg_data_dir</c>, <c>--prior_loss_weight</c>): class images mixed into every epoch, their loss weighted.</summary>
+    /// <param name="directory">The regularisation images: <c>&lt;repeats&gt;_&lt;class&gt;</c> sub-folders or a plain folder.</param>
+    /// <param name="priorLossWeight">Their loss weight (training images weigh 1).</param>
+    public LoraTrainingBuilder WithRegularizationImages(string directory, double priorLossWeight = 1.0) =>
+        Set(o => o with { RegularizationDirectory = directory, PriorLossWeight = priorLossWeight });
+
+    /// <summary>Weight the loss per pixel by a mask (<c>--masked_loss</c>): the images' alpha channels (<c>--alpha_mask</c>), or masks from a folder.</summary>
+    /// <param name="maskDirectory">A folder with one mask per image (same file name, any image extension; red channel = weight); null: alpha channels.</param>
+    public LoraTrainingBuilder WithMaskedLoss(string? maskDirectory = null) => Set(o => o with { MaskedLoss = true, MaskDirectory = maskDirectory });
+
     private LoraTrainingBuilder Set(Func<LoraTrainingOptions, LoraTrainingOptions> change)
     {
         if (_built)

@@ -222,6 +222,31 @@ public sealed record LoraTrainingOptions
     /// <summary>Train this many epochs instead of <see cref="MaxSteps"/> (sd-scripts' <c>max_train_epochs</c>: steps = epochs x ceil(batches per epoch / accumulation)); null: train MaxSteps.</summary>
     public int? MaxEpochs { get; init; }
 
+    /// <summary>
+    /// A folder of regularisation (class) images for DreamBooth-style prior preservation (sd-scripts' <c>reg_data_dir</c>):
+    /// laid out as <c>&lt;repeats&gt;_&lt;class&gt;</c> sub-folders or a plain folder of images. They are mixed into the
+    /// epochs as sd-scripts does (repeated until they match the training images' count) and their loss is weighted by
+    /// <see cref="PriorLossWeight"/>; null: none.
+    /// </summary>
+    public string? RegularizationDirectory { get; init; }
+
+    /// <summary>The loss weight of regularisation images (sd-scripts' <c>prior_loss_weight</c>; training images weigh 1).</summary>
+    public double PriorLossWeight { get; init; } = 1.0;
+
+    /// <summary>
+    /// Weight the loss per pixel by a mask (sd-scripts' <c>masked_loss</c>): from each image's alpha channel (sd-scripts'
+    /// <c>alpha_mask</c>; images without one weigh 1 everywhere), or from <see cref="MaskDirectory"/>. The mask is resized,
+    /// cropped and flipped with its image and averaged down to the latents' size.
+    /// </summary>
+    public bool MaskedLoss { get; init; }
+
+    /// <summary>
+    /// With <see cref="MaskedLoss"/>: a folder holding one mask per training image, with the image's file name (any
+    /// image extension) and size; the red channel is the weight (0 = ignored, 255 = full), as sd-scripts reads its
+    /// conditioning images. Null: the images' alpha channels.
+    /// </summary>
+    public string? MaskDirectory { get; init; }
+
     /// <summary>The bucket sides in use: (min, max).</summary>
     internal (int Min, int Max) BucketSides() =>
         (MinBucketReso ?? Math.Max(BucketResoSteps, Math.Min(256, Resolution / 2 / BucketResoSteps * BucketResoSteps)), MaxBucketReso ?? Math.Max(1024, Resolution));
@@ -500,6 +525,11 @@ public sealed record LoraTrainingOptions
         check(CaptionTagDropoutRate is >= 0 and <= 1, nameof(CaptionTagDropoutRate), CaptionTagDropoutRate, "must be between 0 and 1");
         check(CaptionDropoutEveryNEpochs >= 0, nameof(CaptionDropoutEveryNEpochs), CaptionDropoutEveryNEpochs, "must not be negative (0: never)");
         check(MaxEpochs is null || MaxEpochs >= 1, nameof(MaxEpochs), MaxEpochs, "must be at least 1");
+        check(RegularizationDirectory is null || System.IO.Directory.Exists(RegularizationDirectory), nameof(RegularizationDirectory), RegularizationDirectory,
+            "the folder does not exist");
+        check(PriorLossWeight >= 0 && double.IsFinite(PriorLossWeight), nameof(PriorLossWeight), PriorLossWeight, "must be 0 or a positive number");
+        check(MaskDirectory is null || MaskedLoss, nameof(MaskDirectory), MaskDirectory, "needs MaskedLoss");
+        check(MaskDirectory is null || System.IO.Directory.Exists(MaskDirectory), nameof(MaskDirectory), MaskDirectory, "the folder does not exist");
     }
 
     private static string? Format(object? value) => value switch

@@ -28,8 +28,18 @@ public interface IImageDataset
 /// <param name="Name">The image's name for messages.</param>
 public sealed record TrainingImage(Image<Rgb24> Image, string? Caption, string Name) : IDisposable
 {
-    /// <summary>Releases the pixels.</summary>
-    public void Dispose() => Image.Dispose();
+    /// <summary>
+    /// With masked loss: each pixel's loss weight, the size of <see cref="Image"/> (0 = ignored, 255 = full weight);
+    /// null weighs every pixel fully. Folder datasets fill it from the alpha channel or a mask folder.
+    /// </summary>
+    public Image<L8>? Mask { get; init; }
+
+    /// <summary>Releases the pixels and the mask.</summary>
+    public void Dispose()
+    {
+        Image.Dispose();
+        Mask?.Dispose();
+    }
 }
 
 /// <summary>An image that cannot be used for training, with the file named.</summary>

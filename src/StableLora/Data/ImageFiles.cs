@@ -67,6 +67,53 @@ internal static class ImageFiles
 
     public static Image<Rgb24> LoadRgb(string path)
     {
+        using var decoded = LoadRgba(path);
+        return OverWhite(decoded);
+    }
+
+    /// <summary>
+    /// The image composited over white, as <see cref="LoadRgb"/>, and its alpha channel (255 everywhere for a file
+    /// without one, as sd-scripts' conversion to RGBA gives).
+    /// </summary>
+    public static (Image<Rgb24> Rgb, Image<L8> Alpha) LoadRgbAndAlpha(string path)
+    {
+        using var decoded = LoadRgba(path);
+        var rgb = OverWhite(decoded);
+        var mask = new Image<L8>(Decoding, decoded.Width, decoded.Height);
+        decoded.ProcessPixelRows(mask, (source, target) =>
+        {
+            for (int y = 0; y < source.Height; y++)
+            {
+                var from = source.GetRowSpan(y);
+                var to = target.GetRowSpan(y);
+                for (int x = 0; x < from.Length; x++)
+                    to[x] = new L8(from[x].A);
+            }
+        });
+        return (rgb, mask);
+    }
+
+    /// <summary>A mask image's red channel (sd-scripts reads channel 0 of its conditioning images), upright.</summary>
+    public static Image<L8> LoadRedChannel(string path)
+    {
+        using var decoded = LoadRgba(path);
+        var mask = new Image<L8>(Decoding, decoded.Width, decoded.Height);
+        decoded.ProcessPixelRows(mask, (source, target) =>
+        {
+            for (int y = 0; y < source.Height; y++)
+            {
+                var from = source.GetRowSpan(y);
+                var to = target.GetRowSpan(y);
+                for (int x = 0; x < from.Length; x++)
+                    to[x] = new L8(from[x].R);
+            }
+        });
+        return mask;
+    }
+
+    /// <summary>The first frame, upright, with its alpha channel, after every check of the file.</summary>
+    private static Image<Rgba32> LoadRgba(string path)
+    {
         CheckFile(path);
         byte[] data;
         try
@@ -88,11 +135,11 @@ internal static class ImageFiles
             if (ImageContainers.FindDamage(data) is { } damage)
                 throw new InvalidImageException(path, damage);
 
-            using var decoded = Image.Load<Rgba32>(Decoding, data);
+            var decoded = Image.Load<Rgba32>(Decoding, data);
             while (decoded.Frames.Count > 1)
                 decoded.Frames.RemoveFrame(decoded.Frames.Count - 1);
             decoded.Mutate(x => x.AutoOrient());
-            return OverWhite(decoded);
+            return decoded;
         }
         catch (Exception e) when (e is not InvalidImageException)
         {
@@ -102,7 +149,7 @@ internal static class ImageFiles
         }
     }
 
-    private static Image<Rgb24> FirstWebpFrame(string path, byte[] data, int width, int height)
+    private static Image<Rgba32> FirstWebpFrame(string path, byte[] data, int width, int height)
     {
         CheckSize(path, width, height);
         if (ImageContainers.FindDamage(data) is { } damage)
@@ -110,16 +157,17 @@ internal static class ImageFiles
         var (still, x, y) = AnimatedWebp.FirstFrame(data) ?? throw new InvalidImageException(path, "the animated WebP has no complete frame");
         using (var header = new MemoryStream(still, writable: false))
             CheckHeader(path, Image.Identify(Decoding, header));
-        using var frame = Image.Load<Rgba32>(Decoding, still);
+        var frame = Image.Load<Rgba32>(Decoding, still);
         if (x == 0 && y == 0 && frame.Width == width && frame.Height == height)
-            return OverWhite(frame);
+            return frame;
+        using var owned = frame;
         if ((long)x + frame.Width > width || (long)y + frame.Height > height)
             throw new InvalidImageException(path, $"the animated WebP's first frame ({frame.Width}x{frame.Height} at {x},{y}) does not fit its {width}x{height} canvas");
 
         // A first frame smaller than the canvas: the rest of the canvas is transparent (so white, once composited).
-        using var canvas = new Image<Rgba32>(Decoding, width, height);
+        var canvas = new Image<Rgba32>(Decoding, width, height);
         canvas.Mutate(c => c.DrawImage(frame, new Point(x, y), 1f));
-        return OverWhite(canvas);
+        return canvas;
     }
 
     private static void CheckFile(string path)

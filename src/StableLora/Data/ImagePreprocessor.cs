@@ -18,7 +18,13 @@ internal sealed record PreprocessOptions(int Size, bool RandomCrop = false, bool
 /// </summary>
 internal static class ImagePreprocessor
 {
-    public static Tensor ToTensor(Image<Rgb24> image, PreprocessOptions options, Random random)
+    public static Tensor ToTensor(Image<Rgb24> image, PreprocessOptions options, Random random) => ToTensors(image, null, options, random).Pixels;
+
+    /// <summary>
+    /// As <see cref="ToTensor(Image{Rgb24}, PreprocessOptions, Random)"/>, and the mask (when given) resized, cropped and
+    /// flipped the same way: [1, size, size] in [0, 1].
+    /// </summary>
+    public static (Tensor Pixels, Tensor? Mask) ToTensors(Image<Rgb24> image, Image<L8>? mask, PreprocessOptions options, Random random)
     {
         int size = options.Size;
         double scale = (double)size / Math.Min(image.Width, image.Height);
@@ -27,17 +33,8 @@ internal static class ImagePreprocessor
         int left = options.RandomCrop ? random.Next(width - size + 1) : (int)Math.Round((width - size) / 2.0);
         int top = options.RandomCrop ? random.Next(height - size + 1) : (int)Math.Round((height - size) / 2.0);
         bool flip = options.RandomFlip && random.Next(2) == 1;
-
-        using var working = image.Clone(x =>
-        {
-            if (width != image.Width || height != image.Height)
-                x.Resize(width, height, KnownResamplers.Triangle);
-            x.Crop(new Rectangle(left, top, size, size));
-            if (flip)
-                x.Flip(FlipMode.Horizontal);
-        });
-
-        return Normalised(working, size, size);
+        var geometry = new Geometry(width, height, new Rectangle(left, top, size, size), flip);
+        return (Normalised(geometry.Apply(image), size, size), mask is null ? null : MaskTensor(geometry.Apply(mask), size, size));
     }
 
     /// <summary>
@@ -45,25 +42,60 @@ internal static class ImagePreprocessor
     /// (bilinear with antialiasing), the excess width and height cropped (centred as <c>excess // 2</c>, or at a random
     /// offset from 0 to the excess), optionally mirrored; [3, bucket height, bucket width] in [-1, 1].
     /// </summary>
-    public static Tensor ToTensor(Image<Rgb24> image, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random)
+    public static Tensor ToTensor(Image<Rgb24> image, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random) =>
+        ToTensors(image, null, bucket, randomCrop, randomFlip, random).Pixels;
+
+    /// <summary>As the bucket <c>ToTensor</c>, and the mask (when given) transformed the same way: [1, bucket height, bucket width] in [0, 1].</summary>
+    public static (Tensor Pixels, Tensor? Mask) ToTensors(Image<Rgb24> image, Image<L8>? mask, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random)
     {
         int width = bucket.ResizedWidth, height = bucket.ResizedHeight;
         int left = randomCrop ? random.Next(width - bucket.Width + 1) : (width - bucket.Width) / 2;
         int top = randomCrop ? random.Next(height - bucket.Height + 1) : (height - bucket.Height) / 2;
         bool flip = randomFlip && random.Next(2) == 1;
-        using var working = image.Clone(x =>
+        var geometry = new Geometry(width, height, new Rectangle(left, top, bucket.Width, bucket.Height), flip);
+        return (Normalised(geometry.Apply(image), bucket.Width, bucket.Height),
+            mask is null ? null : MaskTensor(geometry.Apply(mask), bucket.Width, bucket.Height));
+    }
+
+    /// <summary>A mask as [1, height, width] weights in [0, 1] (byte / 255); disposes <paramref name="working"/>.</summary>
+    private static Tensor MaskTensor(Image<L8> working, int width, int height)
+    {
+        using var owned = working;
+        var values = new byte[width * height];
+        working.ProcessPixelRows(rows =>
         {
-            if (width != image.Width || height != image.Height)
-                x.Resize(width, height, KnownResamplers.Triangle);
-            x.Crop(new Rectangle(left, top, bucket.Width, bucket.Height));
-            if (flip)
-                x.Flip(FlipMode.Horizontal);
+            for (int y = 0; y < height; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < width; x++)
+                    values[y * width + x] = row[x].PackedValue;
+            }
         });
-        return Normalised(working, bucket.Width, bucket.Height);
+        using var bytes = tensor(values, new long[] { 1, height, width });
+        using var unit = bytes.to(float32);
+        return unit.DividedBy(255.0f);
+    }
+
+    /// <summary>Resize to (Width, Height) when the image differs, crop, mirror: the same for an image and its mask.</summary>
+    private sealed record Geometry(int Width, int Height, Rectangle Crop, bool Flip)
+    {
+        public Image<TPixel> Apply<TPixel>(Image<TPixel> image)
+            where TPixel : unmanaged, IPixel<TPixel>
+        {
+            return image.Clone(x =>
+            {
+                if (Width != image.Width || Height != image.Height)
+                    x.Resize(Width, Height, KnownResamplers.Triangle);
+                x.Crop(Crop);
+                if (Flip)
+                    x.Flip(FlipMode.Horizontal);
+            });
+        }
     }
 
     private static Tensor Normalised(Image<Rgb24> working, int width, int height)
     {
+        using var owned = working;
         var pixels = new byte[3 * width * height];
         working.ProcessPixelRows(rows =>
         {

@@ -15,12 +15,13 @@ internal sealed class DatasetPlan
     private DatasetPlan(int[] entries, Dictionary<int, BucketChoice>? buckets, CaptionSettings captions, string defaultCaption)
     {
         Entries = entries;
+        TrainImageCount = entries.Length;
         Buckets = buckets;
         Captions = captions;
         DefaultCaption = defaultCaption;
         if (buckets is not null)
         {
-            Resolutions = buckets.Values.Select(b => (b.Width, b.Height)).Distinct().OrderBy(r => r.Width).ThenBy(r => r.Height).ToArray();
+            Resolutions = entries.Select(e => (buckets[e].Width, buckets[e].Height)).Distinct().OrderBy(r => r.Width).ThenBy(r => r.Height).ToArray();
             var id = Resolutions.Select((r, i) => (r, i)).ToDictionary(p => p.r, p => p.i);
             var members = Resolutions.Select(_ => new List<int>()).ToArray();
             foreach (int entry in entries)
@@ -55,8 +56,29 @@ internal sealed class DatasetPlan
     /// <summary>ss_dataset_dirs: per dataset folder, its repeats and image count.</summary>
     public string DatasetDirsJson { get; private set; } = "{}";
 
-    /// <summary>sd-scripts' num_train_images: images times their repeats.</summary>
-    public int TrainImageCount => Entries.Length;
+    /// <summary>sd-scripts' num_train_images: training images times their repeats (regularisation images not counted).</summary>
+    public int TrainImageCount { get; private set; }
+
+    /// <summary>sd-scripts' num_reg_images: regularisation images times their folders' repeats, before they are balanced against the training images.</summary>
+    public int RegImageCount { get; private set; }
+
+    /// <summary>The first regularisation index of the dataset (<see cref="int.MaxValue"/>: none).</summary>
+    public int RegularizationStart { get; private set; } = int.MaxValue;
+
+    /// <summary>The loss weight of regularisation images (sd-scripts' prior_loss_weight).</summary>
+    public double PriorLossWeight { get; private set; } = 1.0;
+
+    /// <summary>Whether batches carry loss masks.</summary>
+    public bool MaskedLoss { get; private set; }
+
+    /// <summary>Whether any entry is a regularisation image.</summary>
+    public bool HasRegularization => RegularizationStart != int.MaxValue;
+
+    /// <summary>The loss weight of the image at dataset index <paramref name="index"/> (sd-scripts' loss_weights).</summary>
+    public double LossWeightOf(int index) => index >= RegularizationStart ? PriorLossWeight : 1.0;
+
+    /// <summary>ss_reg_dataset_dirs: per regularisation folder, its repeats and image count.</summary>
+    public string RegDatasetDirsJson { get; private set; } = "{}";
 
     /// <summary>Batches in one epoch (the last batch of each bucket may be smaller).</summary>
     public int BatchesPerEpoch(int batchSize) => BucketMembers.Length == 0
@@ -98,16 +120,33 @@ internal sealed class DatasetPlan
 
             if (usable.Count == 0)
                 throw new InvalidDataException("none of the dataset's images can be read");
-            meanError = NumpySum(usable.Select(i => Math.Abs(buckets[i].AspectError)).ToArray()) / usable.Count;
         }
 
-        var entries = usable.SelectMany(i => Enumerable.Repeat(i, RepeatsOf(dataset, i))).ToArray();
+        int regStart = dataset is RegularizedDataset regularized ? regularized.TrainCount : int.MaxValue;
+        var trainEntries = usable.Where(i => i < regStart).SelectMany(i => Enumerable.Repeat(i, RepeatsOf(dataset, i))).ToArray();
+        var regUsable = usable.Where(i => i >= regStart).ToList();
+        int regImageCount = regUsable.Sum(i => RepeatsOf(dataset, i));
+        var entries = trainEntries.Concat(BalancedRegularization(regUsable, i => RepeatsOf(dataset, i), trainEntries.Length)).ToArray();
+        if (buckets is not null)
+        {
+            // Over the images sd-scripts registers, in its order: regularisation images beyond the balance have no bucket there.
+            var registered = entries.Distinct().ToArray();
+            meanError = NumpySum(registered.Select(i => Math.Abs(buckets[i].AspectError)).ToArray()) / registered.Length;
+        }
+
         var captions = new CaptionSettings(options.CaptionPrefix, options.CaptionSuffix, options.ShuffleCaption, options.KeepTokens, options.KeepTokensSeparator,
             options.CaptionDropoutRate, options.CaptionTagDropoutRate, options.CaptionDropoutEveryNEpochs);
-        var plan = new DatasetPlan(entries, buckets, captions, options.Caption);
+        var plan = new DatasetPlan(entries, buckets, captions, options.Caption)
+        {
+            TrainImageCount = trainEntries.Length,
+            RegImageCount = regImageCount,
+            RegularizationStart = regUsable.Count > 0 ? regStart : int.MaxValue,
+            PriorLossWeight = options.PriorLossWeight,
+            MaskedLoss = options.MaskedLoss,
+        };
         if (buckets is not null)
             plan.BucketInfoJson = BucketInfo(plan, meanError);
-        plan.DescribeFolders(dataset, usable);
+        plan.DescribeFolders(dataset);
         return plan;
     }
 
@@ -116,6 +155,60 @@ internal sealed class DatasetPlan
         !options.RecursiveDataset && KohyaFolderDataset.IsKohyaLayout(options.DataDirectory!)
             ? new KohyaFolderDataset(options.DataDirectory!, options.CaptionExtension)
             : new ImageFolderDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles, options.CaptionExtension);
+
+    /// <summary>
+    /// The run's whole dataset: the training images (with their masks under masked loss), followed by the
+    /// regularisation folder's images when there is one (sd-scripts' reg subsets: <c>&lt;repeats&gt;_&lt;class&gt;</c>
+    /// sub-folders, or a plain folder whose caption files are read). Under masked loss from alpha channels the
+    /// regularisation images are masked by theirs too, as sd-scripts' <c>--alpha_mask</c> applies to every subset.
+    /// </summary>
+    public static IImageDataset Compose(IImageDataset train, LoraTrainingOptions options)
+    {
+        var images = options.MaskedLoss ? new MaskedDataset(train, options.MaskDirectory) : train;
+        if (options.RegularizationDirectory is not { } regDirectory)
+            return images;
+        IImageDataset reg = KohyaFolderDataset.IsKohyaLayout(regDirectory)
+            ? new KohyaFolderDataset(regDirectory, options.CaptionExtension)
+            : new ImageFolderDataset(regDirectory, recursive: false, useCaptionFiles: true, options.CaptionExtension);
+        if (options.MaskedLoss && options.MaskDirectory is null)
+            reg = new MaskedDataset(reg, null);
+        return new RegularizedDataset(images, reg);
+    }
+
+    /// <summary>
+    /// sd-scripts' balancing of regularisation images against <paramref name="trainCount"/> training entries: the
+    /// images are taken in order with their repeats until they reach the count; while they fall short, each gets one
+    /// more repeat in turn. Returns the entries (each index as often as its final repeats).
+    /// </summary>
+    internal static IEnumerable<int> BalancedRegularization(IReadOnlyList<int> images, Func<int, int> repeatsOf, int trainCount)
+    {
+        var repeats = new List<(int Index, int Repeats)>();
+        int n = 0;
+        bool firstLoop = true;
+        while (images.Count > 0 && n < trainCount)
+        {
+            for (int k = 0; k < images.Count; k++)
+            {
+                if (firstLoop)
+                {
+                    repeats.Add((images[k], repeatsOf(images[k])));
+                    n += repeatsOf(images[k]);
+                }
+                else
+                {
+                    repeats[k] = (repeats[k].Index, repeats[k].Repeats + 1);
+                    n += 1;
+                }
+
+                if (n >= trainCount)
+                    break;
+            }
+
+            firstLoop = false;
+        }
+
+        return repeats.SelectMany(r => Enumerable.Repeat(r.Index, r.Repeats));
+    }
 
     /// <summary>The options with MaxSteps from MaxEpochs when set, as sd-scripts: epochs x ceil(batches per epoch / gradient accumulation).</summary>
     public LoraTrainingOptions WithEpochLength(LoraTrainingOptions options)
@@ -159,6 +252,9 @@ internal sealed class DatasetPlan
         extra["ss_caption_tag_dropout_rate"] = PythonFloats.Repr(options.CaptionTagDropoutRate);
         extra["ss_tag_frequency"] = TagFrequencyJson;
         extra["ss_dataset_dirs"] = DatasetDirsJson;
+        extra["ss_reg_dataset_dirs"] = RegDatasetDirsJson;
+        extra["ss_num_reg_images"] = Int(RegImageCount);
+        extra["ss_prior_loss_weight"] = PythonFloats.Repr(options.PriorLossWeight);
     }
 
     /// <summary>numpy's pairwise summation of float64 (np.mean's sum), so that mean_img_ar_error matches to the last bit.</summary>
@@ -195,7 +291,17 @@ internal sealed class DatasetPlan
         return NumpySum(a[..half]) + NumpySum(a[half..]);
     }
 
-    private static int RepeatsOf(IImageDataset dataset, int index) => dataset is KohyaFolderDataset kohya ? kohya.SubsetOf(index).Repeats : 1;
+    private static int RepeatsOf(IImageDataset dataset, int index)
+    {
+        if (dataset is RegularizedDataset regularized)
+        {
+            return index < regularized.TrainCount
+                ? RepeatsOf(regularized.Train, index)
+                : RepeatsOf(regularized.Regularization, index - regularized.TrainCount);
+        }
+
+        return RegularizedDataset.Unwrap(dataset) is KohyaFolderDataset kohya ? kohya.SubsetOf(index).Repeats : 1;
+    }
 
     /// <summary>{"buckets": {"0": {"resolution": [w, h], "count": n}, ...}, "mean_img_ar_error": x} with Python's json.dumps spacing and float repr.</summary>
     private static string BucketInfo(DatasetPlan plan, double meanError)
@@ -205,40 +311,65 @@ internal sealed class DatasetPlan
         return $"{{\"buckets\": {{{string.Join(", ", parts)}}}, \"mean_img_ar_error\": {PythonFloats.Repr(meanError)}}}";
     }
 
-    /// <summary>ss_tag_frequency and ss_dataset_dirs, keyed by folder name as sd-scripts (os.path.basename of the image folder).</summary>
-    private void DescribeFolders(IImageDataset dataset, List<int> usable)
+    /// <summary>
+    /// ss_tag_frequency, ss_dataset_dirs and ss_reg_dataset_dirs, keyed by folder name as sd-scripts
+    /// (os.path.basename of the image folder); the tags of regularisation folders are counted too, as sd-scripts does.
+    /// </summary>
+    private void DescribeFolders(IImageDataset dataset)
     {
         var tags = new Dictionary<string, Dictionary<string, int>>(StringComparer.Ordinal);
-        var dirs = new Dictionary<string, (int Repeats, int Count)>(StringComparer.Ordinal);
         var order = new List<string>();
-        if (dataset is KohyaFolderDataset kohya)
+        var train = Folders(dataset is RegularizedDataset r ? r.Train : dataset).ToList();
+        var reg = dataset is RegularizedDataset regularized ? Folders(regularized.Regularization).ToList() : new();
+        foreach (var folder in train.Concat(reg))
         {
-            foreach (var subset in kohya.Subsets)
+            if (!tags.ContainsKey(folder.Name))
             {
-                string name = Path.GetFileName(subset.Directory);
-                if (!tags.ContainsKey(name))
-                    order.Add(name);
-                tags.TryAdd(name, new Dictionary<string, int>(StringComparer.Ordinal));
-                dirs[name] = (subset.Repeats, subset.ImageCount);
+                order.Add(folder.Name);
+                tags[folder.Name] = new Dictionary<string, int>(StringComparer.Ordinal);
             }
 
-            for (int i = 0; i < kohya.Count; i++)
-                CaptionProcessing.CountTags(tags[Path.GetFileName(kohya.SubsetOf(i).Directory)], kohya.CaptionOf(i));
-        }
-        else if (dataset is ImageFolderDataset folder)
-        {
-            string name = Path.GetFileName(folder.Directory);
-            order.Add(name);
-            tags[name] = new Dictionary<string, int>(StringComparer.Ordinal);
-            dirs[name] = (1, folder.Count);
-            for (int i = 0; i < folder.Count; i++)
-                CaptionProcessing.CountTags(tags[name], folder.CaptionOf(i) ?? DefaultCaption);
+            foreach (string caption in folder.Captions)
+                CaptionProcessing.CountTags(tags[folder.Name], caption);
         }
 
         TagFrequencyJson = "{" + string.Join(", ", order.Select(d =>
             $"{Json(d)}: {{{string.Join(", ", tags[d].Select(t => $"{Json(t.Key)}: {t.Value.ToString(CultureInfo.InvariantCulture)}"))}}}")) + "}";
-        DatasetDirsJson = "{" + string.Join(", ", order.Select(d =>
-            $"{Json(d)}: {{\"n_repeats\": {dirs[d].Repeats}, \"img_count\": {dirs[d].Count}}}")) + "}";
+        DatasetDirsJson = DirsJson(train);
+        RegDatasetDirsJson = DirsJson(reg);
+    }
+
+    private static string DirsJson(IEnumerable<(string Name, int Repeats, int Count, IEnumerable<string> Captions)> folders)
+    {
+        var dirs = new Dictionary<string, (int Repeats, int Count)>(StringComparer.Ordinal);
+        var order = new List<string>();
+        foreach (var folder in folders)
+        {
+            if (!dirs.ContainsKey(folder.Name))
+                order.Add(folder.Name);
+            dirs[folder.Name] = (folder.Repeats, folder.Count);
+        }
+
+        return "{" + string.Join(", ", order.Select(d => $"{Json(d)}: {{\"n_repeats\": {dirs[d].Repeats}, \"img_count\": {dirs[d].Count}}}")) + "}";
+    }
+
+    /// <summary>The image folders behind a dataset: name, repeats, image count and each image's caption before processing.</summary>
+    private IEnumerable<(string Name, int Repeats, int Count, IEnumerable<string> Captions)> Folders(IImageDataset dataset)
+    {
+        switch (RegularizedDataset.Unwrap(dataset))
+        {
+            case KohyaFolderDataset kohya:
+                foreach (var (subset, index) in kohya.Subsets.Select((s, i) => (s, i)))
+                {
+                    var captions = Enumerable.Range(0, kohya.Count).Where(i => kohya.SubsetOf(i) == subset).Select(kohya.CaptionOf);
+                    yield return (Path.GetFileName(subset.Directory), subset.Repeats, subset.ImageCount, captions);
+                }
+
+                break;
+            case ImageFolderDataset folder:
+                yield return (Path.GetFileName(folder.Directory), 1, folder.Count, Enumerable.Range(0, folder.Count).Select(i => folder.CaptionOf(i) ?? DefaultCaption));
+                break;
+        }
     }
 
     /// <summary>A JSON string as Python's json.dumps writes it (ASCII only, non-ASCII as \uXXXX).</summary>

@@ -55,16 +55,23 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
     /// <see cref="LoraStepSettings.IpNoiseGamma"/>) the input perturbation noise, so that settings without a draw leave
     /// every other draw where it was. Returns the unscaled loss; a non-finite loss is not back-propagated.
     /// </summary>
-    public double ForwardBackward(DiagonalGaussianDistribution moments, Tensor conditioning, Generator generator, double backwardScale)
+    /// <param name="moments">The batch's latent distribution.</param>
+    /// <param name="conditioning">The text encoder's hidden states.</param>
+    /// <param name="generator">The source of every draw.</param>
+    /// <param name="backwardScale">What the loss is multiplied by before backward (loss scale / accumulation).</param>
+    /// <param name="masks">[B, 1, H, W] pixel weights (masked loss), or null.</param>
+    /// <param name="lossWeights">[B] per-image loss weights (regularisation images), or null.</param>
+    public double ForwardBackward(DiagonalGaussianDistribution moments, Tensor conditioning, Generator generator, double backwardScale,
+        Tensor? masks = null, Tensor? lossWeights = null)
     {
         using var scope = NewDisposeScope();
         var eps = randn(moments.Mean.shape, float32, CPU, generator: generator).to(unet.Spec.Device);
         var latents = moments.Sample(eps.to(moments.Mean.dtype)).to(float32).Times(vae.Config.ScalingFactor);
-        return ForwardBackwardLatents(latents, conditioning, generator, backwardScale);
+        return ForwardBackwardLatents(latents, conditioning, generator, backwardScale, masks, lossWeights);
     }
 
     /// <summary>The step from scaled latents on (precomputed latents): noise, timesteps, prediction, loss, backward.</summary>
-    public double ForwardBackwardLatents(Tensor latents, Tensor conditioning, Generator generator, double backwardScale)
+    public double ForwardBackwardLatents(Tensor latents, Tensor conditioning, Generator generator, double backwardScale, Tensor? masks = null, Tensor? lossWeights = null)
     {
         using var scope = NewDisposeScope();
         var device = unet.Spec.Device;
@@ -79,10 +86,10 @@ internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, Ddp
 
         var predicted = unet.Forward(noisy.to(unet.Spec.DType), timesteps, conditioning.to(unet.Spec.DType));
         var lossSettings = settings.Loss ?? LossSettings.Default;
-        var loss = lossSettings.IsPlainMse && snrScheduler is null
+        var loss = lossSettings.IsPlainMse && snrScheduler is null && masks is null && lossWeights is null
             ? LossFunctions.Mse(predicted.to(float32), target.to(float32), timesteps, scheduler, prediction, settings.MinSnrGamma)
             : LossFunctions.Compute(predicted.to(float32), target.to(float32), timesteps, scheduler, (snrScheduler ?? scheduler).AlphasCumprod, prediction,
-                settings.MinSnrGamma, lossSettings);
+                settings.MinSnrGamma, lossSettings, masks?.to(device), lossWeights?.to(device));
         // Backward is queued before the loss is read: reading it first would stall the host until the device finished
         // the forward pass, with nothing queued behind it. A non-finite loss gives non-finite gradients, which the
         // caller discards.

@@ -89,23 +89,29 @@ internal static class LossFunctions
     /// <param name="prediction">Epsilon or v-prediction (sd-scripts' <c>v_parameterization</c>).</param>
     /// <param name="minSnrGamma">min-SNR-gamma, or null.</param>
     /// <param name="settings">The loss settings.</param>
+    /// <param name="masks">sd-scripts' masked loss: [B, 1, H, W] pixel weights, averaged down to the prediction's size (<c>apply_masked_loss</c>); null: none.</param>
+    /// <param name="lossWeights">sd-scripts' <c>loss_weights</c>: [B] per-image weights (prior_loss_weight for regularisation images); null: all 1.</param>
     public static Tensor Compute(Tensor predicted, Tensor target, Tensor timesteps, DdpmScheduler scheduler, Tensor snrAlphasCumprod, PredictionKind prediction,
-        double? minSnrGamma, LossSettings settings)
+        double? minSnrGamma, LossSettings settings, Tensor? masks = null, Tensor? lossWeights = null)
     {
         using var scope = NewDisposeScope();
-        return PerSample(predicted, target, timesteps, scheduler, snrAlphasCumprod, prediction, minSnrGamma, settings).mean().MoveToOuterDisposeScope();
+        return PerSample(predicted, target, timesteps, scheduler, snrAlphasCumprod, prediction, minSnrGamma, settings, masks, lossWeights).mean().MoveToOuterDisposeScope();
     }
 
     /// <summary>Each sample's loss before the batch mean (see <see cref="Compute"/>).</summary>
     public static Tensor PerSample(Tensor predicted, Tensor target, Tensor timesteps, DdpmScheduler scheduler, Tensor snrAlphasCumprod, PredictionKind prediction,
-        double? minSnrGamma, LossSettings settings)
+        double? minSnrGamma, LossSettings settings, Tensor? masks = null, Tensor? lossWeights = null)
     {
         using var scope = NewDisposeScope();
         Tensor? huberC = settings.Type is LossType.Huber or LossType.SmoothL1
             ? HuberThreshold(settings.HuberSchedule, settings.HuberC, timesteps, scheduler.AlphasCumprod, scheduler.TrainTimesteps)
             : null;
         var elementwise = Elementwise(predicted, target, settings.Type, huberC);
+        if (masks is not null)
+            elementwise = ApplyMask(elementwise, masks);
         var loss = elementwise.mean(Enumerable.Range(1, (int)elementwise.dim() - 1).Select(d => (long)d).ToArray());
+        if (lossWeights is not null)
+            loss = loss * lossWeights.to(loss.dtype);
         if (minSnrGamma is not null || settings.VPredLikeLoss is not null || settings.DebiasedEstimation)
         {
             var snr = Snr(snrAlphasCumprod, timesteps);
@@ -149,6 +155,18 @@ internal static class LossFunctions
         }
 
         return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// sd-scripts' <c>apply_masked_loss</c>: the mask averaged down to the loss's spatial size
+    /// (<c>interpolate(mode="area")</c>) times the element-wise loss, before the per-sample mean (which still divides by
+    /// every element, masked or not).
+    /// </summary>
+    public static Tensor ApplyMask(Tensor elementwise, Tensor masks)
+    {
+        using var scope = NewDisposeScope();
+        var resized = nn.functional.interpolate(masks.to(elementwise.dtype), size: new[] { elementwise.shape[2], elementwise.shape[3] }, mode: InterpolationMode.Area);
+        return (elementwise * resized).MoveToOuterDisposeScope();
     }
 
     /// <summary>

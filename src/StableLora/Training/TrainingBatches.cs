@@ -1,4 +1,6 @@
 using System.Threading.Channels;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
 using Microsoft.Extensions.Logging;
 using StableLora.Data;
 using StableLora.Diagnostics;
@@ -15,7 +17,18 @@ namespace StableLora.Training;
 /// <param name="NextPosition">The position in the epoch's order after this batch (the resume point).</param>
 internal sealed record TrainingBatch(Tensor Pixels, string?[] Captions, string[] Names, int[] Indices, int Epoch, int NextPosition) : IDisposable
 {
-    public void Dispose() => Pixels.Dispose();
+    /// <summary>With masked loss: [B, 1, H, W] per-pixel loss weights in [0, 1] (ones for images without a mask); else null.</summary>
+    public Tensor? Masks { get; init; }
+
+    /// <summary>With regularisation images: [B] per-image loss weights (sd-scripts' loss_weights); else null (all 1).</summary>
+    public Tensor? LossWeights { get; init; }
+
+    public void Dispose()
+    {
+        Pixels.Dispose();
+        Masks?.Dispose();
+        LossWeights?.Dispose();
+    }
 }
 
 /// <summary>
@@ -142,24 +155,65 @@ internal sealed class TrainingBatches : IDisposable
 
     private TrainingBatch Build(int[] order, int epoch, int start, int count)
     {
-        var pixels = new List<Tensor>(count);
-        var captions = new string?[count];
-        var names = new string[count];
-        var indices = new int[count];
+        var parts = new BatchParts(count);
         for (int i = 0; i < count; i++)
         {
             int index = order[start + i];
             var random = new Random(Mix(_seed, (ulong)epoch, (ulong)(start + i)));
-            using var image = LoadWithFallback(order, index, ref indices[i]);
-            pixels.Add(ImagePreprocessor.ToTensor(image.Image, _preprocess, random));
-            captions[i] = Caption(image.Caption, epoch, start + i);
-            names[i] = image.Name;
+            using var image = LoadWithFallback(order, index, ref parts.Indices[i]);
+            var (pixels, mask) = ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _preprocess, random);
+            parts.Add(i, pixels, mask, Caption(image.Caption, epoch, start + i), image.Name);
         }
 
-        var stacked = stack(pixels);
-        foreach (var tensor in pixels)
-            tensor.Dispose();
-        return new TrainingBatch(stacked, captions, names, indices, epoch, start + count);
+        return parts.ToBatch(epoch, start + count, _plan);
+    }
+
+    /// <summary>The image's mask when the batch carries masks (checked to have the image's size), else null.</summary>
+    private Image<L8>? MaskOf(TrainingImage image)
+    {
+        if (_plan is not { MaskedLoss: true } || image.Mask is not { } mask)
+            return null;
+        if (mask.Width != image.Image.Width || mask.Height != image.Image.Height)
+            throw new InvalidImageException(image.Name, $"its mask is {mask.Width}x{mask.Height} but the image is {image.Image.Width}x{image.Image.Height}");
+        return mask;
+    }
+
+    /// <summary>A batch being assembled: pixels, masks, captions, names and the dataset indices used.</summary>
+    private sealed class BatchParts(int count)
+    {
+        private readonly Tensor[] _pixels = new Tensor[count];
+        private readonly Tensor?[] _masks = new Tensor?[count];
+        private readonly string?[] _captions = new string?[count];
+        private readonly string[] _names = new string[count];
+
+        public int[] Indices { get; } = new int[count];
+
+        public void Add(int i, Tensor pixels, Tensor? mask, string? caption, string name)
+        {
+            _pixels[i] = pixels;
+            _masks[i] = mask;
+            _captions[i] = caption;
+            _names[i] = name;
+        }
+
+        public TrainingBatch ToBatch(int epoch, int nextPosition, DatasetPlan? plan)
+        {
+            var stacked = stack(_pixels);
+            Tensor? masks = null;
+            if (plan is { MaskedLoss: true })
+            {
+                // sd-scripts: once one image of a batch has a mask, the others get masks of ones.
+                var filled = _masks.Select((m, i) => m ?? ones(new long[] { 1, _pixels[i].shape[1], _pixels[i].shape[2] })).ToList();
+                masks = stack(filled);
+                foreach (var mask in filled)
+                    mask.Dispose();
+            }
+
+            foreach (var tensor in _pixels)
+                tensor.Dispose();
+            var weights = plan is { HasRegularization: true } ? tensor(Indices.Select(i => (float)plan.LossWeightOf(i)).ToArray()) : null;
+            return new TrainingBatch(stacked, _captions, _names, Indices, epoch, nextPosition) { Masks = masks, LossWeights = weights };
+        }
     }
 
     /// <summary>
@@ -187,25 +241,18 @@ internal sealed class TrainingBatches : IDisposable
     private TrainingBatch BuildBucketBatch((int[] Members, int Bucket) batch, int epoch, int position)
     {
         int count = batch.Members.Length;
-        var pixels = new List<Tensor>(count);
-        var captions = new string?[count];
-        var names = new string[count];
-        var indices = new int[count];
+        var parts = new BatchParts(count);
         var pool = _plan!.BucketMembers[batch.Bucket].Distinct().ToArray();
         for (int i = 0; i < count; i++)
         {
             ulong slot = (ulong)position * (ulong)_batchSize + (ulong)i;
             var random = new Random(Mix(_seed ^ 0xC20BUL, (ulong)epoch, slot));
-            using var image = LoadWithFallback(pool, batch.Members[i], ref indices[i]);
-            pixels.Add(ImagePreprocessor.ToTensor(image.Image, _plan.Buckets![indices[i]], _preprocess.RandomCrop, _preprocess.RandomFlip, random));
-            captions[i] = Caption(image.Caption, epoch, (int)slot);
-            names[i] = image.Name;
+            using var image = LoadWithFallback(pool, batch.Members[i], ref parts.Indices[i]);
+            var (pixels, mask) = ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _plan.Buckets![parts.Indices[i]], _preprocess.RandomCrop, _preprocess.RandomFlip, random);
+            parts.Add(i, pixels, mask, Caption(image.Caption, epoch, (int)slot), image.Name);
         }
 
-        var stacked = stack(pixels);
-        foreach (var tensor in pixels)
-            tensor.Dispose();
-        return new TrainingBatch(stacked, captions, names, indices, epoch, position + 1);
+        return parts.ToBatch(epoch, position + 1, _plan);
     }
 
     /// <summary>The image's caption after kohya's processing (untouched, null included, when there is none to do).</summary>

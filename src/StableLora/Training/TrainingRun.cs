@@ -65,7 +65,7 @@ internal sealed class TrainingRun
         var options = _options;
         var device = DeviceSpec.ResolveForCompute(options.Device, _logger);
         var (dtype, vaeDtype) = Precision(options, device);
-        var dataset = _dataset ?? DatasetPlan.OpenFolder(options);
+        var dataset = DatasetPlan.Compose(_dataset ?? DatasetPlan.OpenFolder(options), options);
         var usable = UsableImages(dataset);
         var plan = _plan = DatasetPlan.Create(dataset, usable, options, options.SkipUnreadableImages, e => Log.ImageSkipped(_logger, e.ImageName, e.Message));
         options = _options = plan.WithEpochLength(options);
@@ -159,7 +159,8 @@ internal sealed class TrainingRun
                 using (var scope = NewDisposeScope())
                 {
                     var moments = LatentMoments(step, batch, latentCache?.Value);
-                    loss = step.ForwardBackward(moments, embeddings.For(batch.Captions), noiseGenerator, lossScale / options.GradientAccumulationSteps);
+                    loss = step.ForwardBackward(moments, embeddings.For(batch.Captions), noiseGenerator, lossScale / options.GradientAccumulationSteps,
+                        batch.Masks, batch.LossWeights);
                 }
 
                 stepImages.AddRange(batch.Names);
@@ -531,8 +532,7 @@ internal sealed class TrainingRun
         {
             try
             {
-                if (dataset is ImageFolderDataset folder)
-                    folder.Probe(i);
+                Probe(dataset, i);
                 usable.Add(i);
             }
             catch (InvalidImageException e) when (_options.SkipUnreadableImages)
@@ -545,6 +545,23 @@ internal sealed class TrainingRun
             throw new InvalidDataException("none of the dataset's images can be read");
         Log.DatasetReady(_logger, usable.Count, dataset.Count - usable.Count);
         return usable;
+    }
+
+    /// <summary>Checks a folder image's header without decoding it (other datasets are read when used).</summary>
+    private static void Probe(IImageDataset dataset, int index)
+    {
+        switch (RegularizedDataset.Unwrap(dataset))
+        {
+            case RegularizedDataset regularized when index < regularized.TrainCount:
+                Probe(regularized.Train, index);
+                break;
+            case RegularizedDataset regularized:
+                Probe(regularized.Regularization, index - regularized.TrainCount);
+                break;
+            case ImageFolderDataset folder:
+                folder.Probe(index);
+                break;
+        }
     }
 
     private static (ScalarType Model, ScalarType Vae) Precision(LoraTrainingOptions options, Device device)
