@@ -368,6 +368,10 @@ public sealed class LoraTrainingBuilder
     /// <param name="maxEpochs">At least 1.</param>
     public LoraTrainingBuilder WithMaxEpochs(int maxEpochs) => Set(o => o with { MaxEpochs = maxEpochs });
 
+    /// <summary>Also save a checkpoint at the end of every n-th epoch (<c>--save_every_n_epochs</c>).</summary>
+    /// <param name="epochs">At least 1.</param>
+    public LoraTrainingBuilder WithCheckpointEveryNEpochs(int epochs) => Set(o => o with { SaveEveryNEpochs = epochs });
+
     /// <summary>DreamBooth-style prior preservation (<c>--reg_data_dir</c>, <c>--prior_loss_weight</c>): class images mixed into every epoch, their loss weighted.</summary>
     /// <param name="directory">The regularisation images: <c>&lt;repeats&gt;_&lt;class&gt;</c> sub-folders or a plain folder.</param>
     /// <param name="priorLossWeight">Their loss weight (training images weigh 1).</param>

@@ -247,6 +247,9 @@ public sealed record LoraTrainingOptions
     /// </summary>
     public string? MaskDirectory { get; init; }
 
+    /// <summary>Also save a checkpoint at the end of every n-th epoch (sd-scripts' <c>save_every_n_epochs</c>); 0: off.</summary>
+    public int SaveEveryNEpochs { get; init; }
+
     /// <summary>The bucket sides in use: (min, max).</summary>
     internal (int Min, int Max) BucketSides() =>
         (MinBucketReso ?? Math.Max(BucketResoSteps, Math.Min(256, Resolution / 2 / BucketResoSteps * BucketResoSteps)), MaxBucketReso ?? Math.Max(1024, Resolution));
@@ -527,6 +530,7 @@ public sealed record LoraTrainingOptions
         check(MaxEpochs is null || MaxEpochs >= 1, nameof(MaxEpochs), MaxEpochs, "must be at least 1");
         check(RegularizationDirectory is null || System.IO.Directory.Exists(RegularizationDirectory), nameof(RegularizationDirectory), RegularizationDirectory,
             "the folder does not exist");
+        check(SaveEveryNEpochs >= 0, nameof(SaveEveryNEpochs), SaveEveryNEpochs, "must not be negative (0: off)");
         check(PriorLossWeight >= 0 && double.IsFinite(PriorLossWeight), nameof(PriorLossWeight), PriorLossWeight, "must be 0 or a positive number");
         check(MaskDirectory is null || MaskedLoss, nameof(MaskDirectory), MaskDirectory, "needs MaskedLoss");
         check(MaskDirectory is null || System.IO.Directory.Exists(MaskDirectory), nameof(MaskDirectory), MaskDirectory, "the folder does not exist");

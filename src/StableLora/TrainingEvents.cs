@@ -26,7 +26,14 @@ public readonly record struct TrainingProgress(
     TimeSpan Elapsed,
     TimeSpan EstimatedRemaining,
     bool SkippedStep,
-    double LossScale);
+    double LossScale)
+{
+    /// <summary>
+    /// How long this step waited for its images (decoding and preprocessing run ahead on a background thread; a wait
+    /// well above zero means the data, not the model, sets the pace).
+    /// </summary>
+    public TimeSpan DataWait { get; init; }
+}
 
 /// <summary>What a finished (or cancelled) training run produced.</summary>
 /// <param name="LoraPath">The main LoRA file: <see cref="WeightsPath"/> when the attention-processor format can hold the network (the

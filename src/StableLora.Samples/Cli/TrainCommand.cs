@@ -75,6 +75,7 @@ internal sealed class TrainCommand
     private readonly Option<string?> _captionPrefix = Parsing.Option<string?>("--caption-prefix", "Text before every caption");
     private readonly Option<string?> _captionSuffix = Parsing.Option<string?>("--caption-suffix", "Text after every caption");
     private readonly Option<int?> _maxEpochs = Parsing.Option<int?>("--max-epochs", "Train this many epochs instead of --max-steps");
+    private readonly Option<int?> _saveEveryNEpochs = Parsing.Option<int?>("--save-every-n-epochs", "Also save a checkpoint at the end of every n-th epoch");
     private readonly Option<string?> _regData = Parsing.Option<string?>("--reg-data", "Regularisation (class) images: <repeats>_<class> sub-folders or a plain folder (sd-scripts' --reg_data_dir)");
     private readonly Option<double?> _priorLossWeight = Parsing.Option<double?>("--prior-loss-weight", "Loss weight of regularisation images (default 1)");
     private readonly Option<bool> _maskedLoss = Parsing.Option<bool>("--masked-loss", "Weight the loss by each image's alpha channel, or by --mask-dir's masks");
@@ -82,7 +83,7 @@ internal sealed class TrainCommand
 
     private Option[] DatasetOptions => new Option[] { _enableBucket, _minBucketReso, _maxBucketReso, _bucketResoSteps, _bucketNoUpscale, _captionExtension, _shuffleCaption,
         _keepTokens, _keepTokensSeparator, _captionDropoutRate, _captionTagDropoutRate, _captionDropoutEveryNEpochs, _captionPrefix, _captionSuffix, _maxEpochs,
-        _regData, _priorLossWeight, _maskedLoss, _maskDir };
+        _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
 
     public Command Build(Option<bool> verbose)
     {
@@ -144,6 +145,7 @@ internal sealed class TrainCommand
         CaptionPrefix = result.GetValue(_captionPrefix) ?? o.CaptionPrefix,
         CaptionSuffix = result.GetValue(_captionSuffix) ?? o.CaptionSuffix,
         MaxEpochs = result.GetValue(_maxEpochs) ?? o.MaxEpochs,
+        SaveEveryNEpochs = result.GetValue(_saveEveryNEpochs) ?? o.SaveEveryNEpochs,
         RegularizationDirectory = result.GetValue(_regData) ?? o.RegularizationDirectory,
         PriorLossWeight = result.GetValue(_priorLossWeight) ?? o.PriorLossWeight,
         MaskedLoss = result.GetValue(_maskedLoss) || o.MaskedLoss,

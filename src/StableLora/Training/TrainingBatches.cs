@@ -20,6 +20,9 @@ internal sealed record TrainingBatch(Tensor Pixels, string?[] Captions, string[]
     /// <summary>With masked loss: [B, 1, H, W] per-pixel loss weights in [0, 1] (ones for images without a mask); else null.</summary>
     public Tensor? Masks { get; init; }
 
+    /// <summary>Whether this batch is its epoch's last.</summary>
+    public bool EndsEpoch { get; init; }
+
     /// <summary>With regularisation images: [B] per-image loss weights (sd-scripts' loss_weights); else null (all 1).</summary>
     public Tensor? LossWeights { get; init; }
 
@@ -117,7 +120,7 @@ internal sealed class TrainingBatches : IDisposable
                 var batches = BucketBatches(epoch);
                 while (position < batches.Count && !token.IsCancellationRequested)
                 {
-                    var batch = BuildBucketBatch(batches[position], epoch, position);
+                    var batch = BuildBucketBatch(batches[position], epoch, position) with { EndsEpoch = position + 1 == batches.Count };
                     position++;
                     await _channel.Writer.WriteAsync(batch, token).ConfigureAwait(false);
                 }
@@ -165,7 +168,7 @@ internal sealed class TrainingBatches : IDisposable
             parts.Add(i, pixels, mask, Caption(image.Caption, epoch, start + i), image.Name);
         }
 
-        return parts.ToBatch(epoch, start + count, _plan);
+        return parts.ToBatch(epoch, start + count, _plan) with { EndsEpoch = start + count == order.Length };
     }
 
     /// <summary>The image's mask when the batch carries masks (checked to have the image's size), else null.</summary>

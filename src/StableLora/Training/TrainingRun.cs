@@ -151,9 +151,15 @@ internal sealed class TrainingRun
             var nonFiniteImages = new List<string>();
             var stepImages = new List<string>();
             double lossScale = scaler?.Scale ?? 1.0;
+            var dataWait = TimeSpan.Zero;
+            int? endedEpoch = null;
             for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
             {
+                var waitStart = clock.Elapsed;
                 using var batch = await batches.NextAsync(CancellationToken.None).ConfigureAwait(false);
+                dataWait += clock.Elapsed - waitStart;
+                if (batch.EndsEpoch)
+                    endedEpoch = batch.Epoch;
                 _hooks.BeforeMicroStep?.Invoke(state.Step + 1, batch.Pixels);
                 double loss;
                 using (var scope = NewDisposeScope())
@@ -221,7 +227,7 @@ internal sealed class TrainingRun
             throughput.Add(options.BatchSize * options.GradientAccumulationSteps, clock.Elapsed - stepStart);
             var progress = new TrainingProgress(state.Step, options.MaxSteps, state.Epoch, stepLoss, state.SmoothedLoss, learningRate,
                 throughput.ImagesPerSecond, clock.Elapsed, throughput.Remaining(options.MaxSteps - state.Step, options.BatchSize * options.GradientAccumulationSteps), skipped,
-                scaler?.Scale ?? 1.0);
+                scaler?.Scale ?? 1.0) { DataWait = dataWait };
             _progress?.Report(progress);
             tensorBoard?.Write(progress);
             await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress) { Control = control })).ConfigureAwait(false);
@@ -231,7 +237,8 @@ internal sealed class TrainingRun
                 ThrowIfObserverFailed(state.Step, stepImages, lastCheckpoint);
             }
 
-            bool checkpointStep = options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0;
+            bool checkpointStep = (options.CheckpointEvery > 0 && state.Step % options.CheckpointEvery == 0)
+                || (options.SaveEveryNEpochs > 0 && endedEpoch is { } ended && (ended + 1) % options.SaveEveryNEpochs == 0);
             if (checkpointStep && state.Step < options.MaxSteps)
                 lastCheckpoint = await SaveCheckpointAsync(store, network, optimizer, scaler, noiseGenerator, state, lastCheckpoint).ConfigureAwait(false);
             if (options.ValidationPrompt is not null && (options.ValidationEvery > 0 ? state.Step % options.ValidationEvery == 0 : checkpointStep || state.Step == options.MaxSteps))

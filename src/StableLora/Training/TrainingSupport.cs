@@ -142,6 +142,7 @@ internal sealed class TensorBoardLog(string directory) : IDisposable
         _writer.add_scalar("train/loss", (float)progress.Loss, step);
         _writer.add_scalar("train/loss_smoothed", (float)progress.SmoothedLoss, step);
         _writer.add_scalar("train/learning_rate", (float)progress.LearningRate, step);
+        _writer.add_scalar("train/data_wait_ms", (float)progress.DataWait.TotalMilliseconds, step);
     }
 
     public void Dispose()

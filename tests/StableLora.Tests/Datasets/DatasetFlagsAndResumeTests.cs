@@ -74,4 +74,28 @@ public sealed class DatasetFlagsAndResumeTests
         Assert.True(captions.Distinct().Count() > 5);
         Assert.Equal(captions, (await Read(0, 0, 10)).SelectMany(b => b.Captions));
     }
+
+    [Fact]
+    public async Task EpochCheckpointsComeAtEpochEndsAndEveryStepReportsItsDataWait()
+    {
+        using var temp = new TempDirectory();
+        var progress = new List<TrainingProgress>();
+        var result = await LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline)
+            .WithOptions(o => o with
+            {
+                DataDirectory = Photos, OutputDirectory = temp.File("out"), Resolution = 64, BatchSize = 4, GradientAccumulationSteps = 2, MaxEpochs = 3,
+                WarmupSteps = 0, CheckpointEvery = 0, Device = "cpu", Seed = 1,
+            })
+            .WithCheckpointEveryNEpochs(2)
+            .WithProgress(new SynchronousProgress<TrainingProgress>(progress.Add))
+            .Build().TrainAsync();
+
+        // 10 photos in batches of 4: 3 batches an epoch, ceil(3 / 2) = 2 steps an epoch, 6 steps for 3 epochs (sd-scripts'
+        // arithmetic). Micro-batches run on across epochs: the second epoch ends in step 3, the fourth in step 6, the last
+        // step (whose files are the final ones, not a checkpoint).
+        Assert.Equal(6, result.StepsCompleted);
+        Assert.Equal(new[] { "checkpoint-step-3" }, Directory.GetDirectories(temp.File("out"), "checkpoint-step-*").Select(Path.GetFileName));
+        Assert.Equal(6, progress.Count);
+        Assert.All(progress, p => Assert.True(p.DataWait >= TimeSpan.Zero && p.DataWait <= p.Elapsed, $"step {p.Step}: waited {p.DataWait}"));
+    }
 }
