@@ -230,8 +230,12 @@ public sealed class LoraTrainingBuilder
     /// <param name="weight">A positive number.</param>
     public LoraTrainingBuilder WithVPredLikeLoss(double weight) => Set(o => o with { VPredLikeLoss = weight });
 
-    /// <summary>Encode each image to latents once and reuse them (no random crop or flip).</summary>
+    /// <summary>Encode each image to latents once and reuse them (no random crop).</summary>
     public LoraTrainingBuilder WithLatentCaching() => Set(o => o with { CacheLatents = true });
+
+    /// <summary>Cache latents on disk for later runs too (<c>--cache_latents_to_disk</c>; see <see cref="LoraTrainingOptions.CacheLatentsToDisk"/>).</summary>
+    /// <param name="directory">The cache folder; null: beside each image.</param>
+    public LoraTrainingBuilder WithLatentCachingToDisk(string? directory = null) => Set(o => o with { CacheLatentsToDisk = true, LatentCacheDirectory = directory });
 
     /// <summary>Recompute UNet activations during backward to save memory (see <see cref="LoraTrainingOptions.GradientCheckpointing"/>).</summary>
     public LoraTrainingBuilder WithGradientCheckpointing() => Set(o => o with { GradientCheckpointing = true });

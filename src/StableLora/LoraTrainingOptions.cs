@@ -257,8 +257,18 @@ public sealed record LoraTrainingOptions
     /// <summary>Skip images that cannot be read (with a warning naming each) instead of failing.</summary>
     public bool SkipUnreadableImages { get; init; }
 
-    /// <summary>Encode every image to latents once and reuse them (only with no random crop or flip).</summary>
+    /// <summary>Encode every image to latents once and reuse them in this run (not with random crops; a flipped image is its own entry).</summary>
     public bool CacheLatents { get; init; }
+
+    /// <summary>
+    /// Cache the latents on disk too (sd-scripts' <c>cache_latents_to_disk</c>), so that later runs skip the VAE: one file
+    /// per image (and flip) beside the image (<c>a.png.latents.safetensors</c>) or in <see cref="LatentCacheDirectory"/>,
+    /// rebuilt when the image, its size after resizing and cropping, or the VAE changes. Not with random crops.
+    /// </summary>
+    public bool CacheLatentsToDisk { get; init; }
+
+    /// <summary>With <see cref="CacheLatentsToDisk"/>: the folder for the cache files; null: beside each image.</summary>
+    public string? LatentCacheDirectory { get; init; }
 
     /// <summary>
     /// Recompute the UNet's block activations during backward instead of keeping them (diffusers'
@@ -501,7 +511,10 @@ public sealed record LoraTrainingOptions
         Check(IpNoiseGamma is null || (IpNoiseGamma > 0 && double.IsFinite(IpNoiseGamma.Value)), nameof(IpNoiseGamma), IpNoiseGamma, "must be a positive number");
         Check(VPredLikeLoss is null || (VPredLikeLoss > 0 && double.IsFinite(VPredLikeLoss.Value)), nameof(VPredLikeLoss), VPredLikeLoss, "must be a positive number");
         Check(ValidationEvery >= 0, nameof(ValidationEvery), ValidationEvery, "must not be negative");
-        Check(!CacheLatents || (!RandomCrop && !RandomFlip), nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped or flipped");
+        Check(!CacheLatents || !RandomCrop, nameof(CacheLatents), CacheLatents, "latents can only be cached when images are not randomly cropped");
+        Check(!CacheLatentsToDisk || !RandomCrop, nameof(CacheLatentsToDisk), CacheLatentsToDisk, "latents can only be cached when images are not randomly cropped");
+        Check(LatentCacheDirectory is null || CacheLatentsToDisk, nameof(LatentCacheDirectory), LatentCacheDirectory, "needs CacheLatentsToDisk");
+        Check(LatentCacheDirectory is null || !File.Exists(LatentCacheDirectory), nameof(LatentCacheDirectory), LatentCacheDirectory, "this is a file, not a folder");
         Check(!GradientCheckpointing || (LoraDropout == 0 && NetworkDropout == 0 && RankDropout == 0 && ModuleDropout == 0), nameof(GradientCheckpointing), GradientCheckpointing,
             "gradient checkpointing recomputes each block in backward and would draw different LoRA dropout masks there; set the LoRA dropouts to 0");
         Check(Enum.IsDefined(OnNonFiniteLoss), nameof(OnNonFiniteLoss), OnNonFiniteLoss, "unknown value");

@@ -75,6 +75,8 @@ internal sealed class TrainCommand
     private readonly Option<string?> _captionPrefix = Parsing.Option<string?>("--caption-prefix", "Text before every caption");
     private readonly Option<string?> _captionSuffix = Parsing.Option<string?>("--caption-suffix", "Text after every caption");
     private readonly Option<int?> _maxEpochs = Parsing.Option<int?>("--max-epochs", "Train this many epochs instead of --max-steps");
+    private readonly Option<bool> _cacheLatentsToDisk = Parsing.Option<bool>("--cache-latents-to-disk", "Cache latents on disk for later runs (beside the images, or in --latent-cache-dir)");
+    private readonly Option<string?> _latentCacheDir = Parsing.Option<string?>("--latent-cache-dir", "With --cache-latents-to-disk: the cache folder");
     private readonly Option<int?> _saveEveryNEpochs = Parsing.Option<int?>("--save-every-n-epochs", "Also save a checkpoint at the end of every n-th epoch");
     private readonly Option<string?> _regData = Parsing.Option<string?>("--reg-data", "Regularisation (class) images: <repeats>_<class> sub-folders or a plain folder (sd-scripts' --reg_data_dir)");
     private readonly Option<double?> _priorLossWeight = Parsing.Option<double?>("--prior-loss-weight", "Loss weight of regularisation images (default 1)");
@@ -83,7 +85,7 @@ internal sealed class TrainCommand
 
     private Option[] DatasetOptions => new Option[] { _enableBucket, _minBucketReso, _maxBucketReso, _bucketResoSteps, _bucketNoUpscale, _captionExtension, _shuffleCaption,
         _keepTokens, _keepTokensSeparator, _captionDropoutRate, _captionTagDropoutRate, _captionDropoutEveryNEpochs, _captionPrefix, _captionSuffix, _maxEpochs,
-        _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
+        _cacheLatentsToDisk, _latentCacheDir, _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
 
     public Command Build(Option<bool> verbose)
     {
@@ -146,6 +148,8 @@ internal sealed class TrainCommand
         CaptionSuffix = result.GetValue(_captionSuffix) ?? o.CaptionSuffix,
         MaxEpochs = result.GetValue(_maxEpochs) ?? o.MaxEpochs,
         SaveEveryNEpochs = result.GetValue(_saveEveryNEpochs) ?? o.SaveEveryNEpochs,
+        CacheLatentsToDisk = result.GetValue(_cacheLatentsToDisk) || o.CacheLatentsToDisk,
+        LatentCacheDirectory = result.GetValue(_latentCacheDir) ?? o.LatentCacheDirectory,
         RegularizationDirectory = result.GetValue(_regData) ?? o.RegularizationDirectory,
         PriorLossWeight = result.GetValue(_priorLossWeight) ?? o.PriorLossWeight,
         MaskedLoss = result.GetValue(_maskedLoss) || o.MaskedLoss,

@@ -12,6 +12,13 @@ namespace StableLora.Data;
 /// <param name="RandomFlip">Mirror horizontally with probability 1/2.</param>
 internal sealed record PreprocessOptions(int Size, bool RandomCrop = false, bool RandomFlip = false);
 
+/// <summary>An image as the model sees it, with what was done to it.</summary>
+/// <param name="Pixels">[3, H, W] in [-1, 1].</param>
+/// <param name="Mask">[1, H, W] in [0, 1], or null.</param>
+/// <param name="Flipped">Whether it was mirrored.</param>
+/// <param name="Geometry">The resize and crop, as text (everything its pixels depend on besides the file and the flip, when the crop is not random).</param>
+internal sealed record PreprocessedImage(Tensor Pixels, Tensor? Mask, bool Flipped, string Geometry);
+
 /// <summary>
 /// Resizes the shorter side to the target size (bilinear with antialiasing, as torchvision's Resize), crops a square
 /// (centre or random), optionally mirrors, and maps RGB to [-1, 1] as ToTensor + Normalize(0.5, 0.5) do.
@@ -20,11 +27,13 @@ internal static class ImagePreprocessor
 {
     public static Tensor ToTensor(Image<Rgb24> image, PreprocessOptions options, Random random) => ToTensors(image, null, options, random).Pixels;
 
+    private const string Resampler = "triangle-antialiased/1";
+
     /// <summary>
     /// As <see cref="ToTensor(Image{Rgb24}, PreprocessOptions, Random)"/>, and the mask (when given) resized, cropped and
     /// flipped the same way: [1, size, size] in [0, 1].
     /// </summary>
-    public static (Tensor Pixels, Tensor? Mask) ToTensors(Image<Rgb24> image, Image<L8>? mask, PreprocessOptions options, Random random)
+    public static PreprocessedImage ToTensors(Image<Rgb24> image, Image<L8>? mask, PreprocessOptions options, Random random)
     {
         int size = options.Size;
         double scale = (double)size / Math.Min(image.Width, image.Height);
@@ -34,7 +43,8 @@ internal static class ImagePreprocessor
         int top = options.RandomCrop ? random.Next(height - size + 1) : (int)Math.Round((height - size) / 2.0);
         bool flip = options.RandomFlip && random.Next(2) == 1;
         var geometry = new Geometry(width, height, new Rectangle(left, top, size, size), flip);
-        return (Normalised(geometry.Apply(image), size, size), mask is null ? null : MaskTensor(geometry.Apply(mask), size, size));
+        return new PreprocessedImage(Normalised(geometry.Apply(image), size, size), mask is null ? null : MaskTensor(geometry.Apply(mask), size, size), flip,
+            geometry.Describe(image));
     }
 
     /// <summary>
@@ -46,15 +56,15 @@ internal static class ImagePreprocessor
         ToTensors(image, null, bucket, randomCrop, randomFlip, random).Pixels;
 
     /// <summary>As the bucket <c>ToTensor</c>, and the mask (when given) transformed the same way: [1, bucket height, bucket width] in [0, 1].</summary>
-    public static (Tensor Pixels, Tensor? Mask) ToTensors(Image<Rgb24> image, Image<L8>? mask, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random)
+    public static PreprocessedImage ToTensors(Image<Rgb24> image, Image<L8>? mask, BucketChoice bucket, bool randomCrop, bool randomFlip, Random random)
     {
         int width = bucket.ResizedWidth, height = bucket.ResizedHeight;
         int left = randomCrop ? random.Next(width - bucket.Width + 1) : (width - bucket.Width) / 2;
         int top = randomCrop ? random.Next(height - bucket.Height + 1) : (height - bucket.Height) / 2;
         bool flip = randomFlip && random.Next(2) == 1;
         var geometry = new Geometry(width, height, new Rectangle(left, top, bucket.Width, bucket.Height), flip);
-        return (Normalised(geometry.Apply(image), bucket.Width, bucket.Height),
-            mask is null ? null : MaskTensor(geometry.Apply(mask), bucket.Width, bucket.Height));
+        return new PreprocessedImage(Normalised(geometry.Apply(image), bucket.Width, bucket.Height),
+            mask is null ? null : MaskTensor(geometry.Apply(mask), bucket.Width, bucket.Height), flip, geometry.Describe(image));
     }
 
     /// <summary>A mask as [1, height, width] weights in [0, 1] (byte / 255); disposes <paramref name="working"/>.</summary>
@@ -79,6 +89,9 @@ internal static class ImagePreprocessor
     /// <summary>Resize to (Width, Height) when the image differs, crop, mirror: the same for an image and its mask.</summary>
     private sealed record Geometry(int Width, int Height, Rectangle Crop, bool Flip)
     {
+        public string Describe(Image<Rgb24> source) => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{source.Width}x{source.Height} resized to {Width}x{Height} ({Resampler}), cropped to {Crop.Width}x{Crop.Height} at {Crop.X},{Crop.Y}");
+
         public Image<TPixel> Apply<TPixel>(Image<TPixel> image)
             where TPixel : unmanaged, IPixel<TPixel>
         {

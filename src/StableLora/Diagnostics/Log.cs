@@ -129,4 +129,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "CPU kernel fallback forced: StableLora {Action}")]
     public static partial void CpuKernelFallbackForced(ILogger logger, string action);
+
+    [LoggerMessage(EventId = 40, Level = LogLevel.Information, Message = "Latent cache: {Reused} image latents read from disk, {Encoded} encoded and written")]
+    public static partial void LatentCacheSummary(ILogger logger, int reused, int encoded);
+
+    [LoggerMessage(EventId = 41, Level = LogLevel.Warning, Message = "Latent cache: cannot write {Path} ({Reason}); latents are kept in memory only for the rest of this run")]
+    public static partial void LatentCacheNotWritten(ILogger logger, string path, string reason);
 }

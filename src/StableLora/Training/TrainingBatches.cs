@@ -20,6 +20,12 @@ internal sealed record TrainingBatch(Tensor Pixels, string?[] Captions, string[]
     /// <summary>With masked loss: [B, 1, H, W] per-pixel loss weights in [0, 1] (ones for images without a mask); else null.</summary>
     public Tensor? Masks { get; init; }
 
+    /// <summary>Whether each image was mirrored.</summary>
+    public bool[] Flipped { get; init; } = Array.Empty<bool>();
+
+    /// <summary>Each image's resize and crop (see <see cref="PreprocessedImage.Geometry"/>).</summary>
+    public string[] Geometries { get; init; } = Array.Empty<string>();
+
     /// <summary>Whether this batch is its epoch's last.</summary>
     public bool EndsEpoch { get; init; }
 
@@ -164,8 +170,7 @@ internal sealed class TrainingBatches : IDisposable
             int index = order[start + i];
             var random = new Random(Mix(_seed, (ulong)epoch, (ulong)(start + i)));
             using var image = LoadWithFallback(order, index, ref parts.Indices[i]);
-            var (pixels, mask) = ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _preprocess, random);
-            parts.Add(i, pixels, mask, Caption(image.Caption, epoch, start + i), image.Name);
+            parts.Add(i, ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _preprocess, random), Caption(image.Caption, epoch, start + i), image.Name);
         }
 
         return parts.ToBatch(epoch, start + count, _plan) with { EndsEpoch = start + count == order.Length };
@@ -188,13 +193,17 @@ internal sealed class TrainingBatches : IDisposable
         private readonly Tensor?[] _masks = new Tensor?[count];
         private readonly string?[] _captions = new string?[count];
         private readonly string[] _names = new string[count];
+        private readonly bool[] _flipped = new bool[count];
+        private readonly string[] _geometries = new string[count];
 
         public int[] Indices { get; } = new int[count];
 
-        public void Add(int i, Tensor pixels, Tensor? mask, string? caption, string name)
+        public void Add(int i, PreprocessedImage image, string? caption, string name)
         {
-            _pixels[i] = pixels;
-            _masks[i] = mask;
+            _pixels[i] = image.Pixels;
+            _masks[i] = image.Mask;
+            _flipped[i] = image.Flipped;
+            _geometries[i] = image.Geometry;
             _captions[i] = caption;
             _names[i] = name;
         }
@@ -215,7 +224,7 @@ internal sealed class TrainingBatches : IDisposable
             foreach (var tensor in _pixels)
                 tensor.Dispose();
             var weights = plan is { HasRegularization: true } ? tensor(Indices.Select(i => (float)plan.LossWeightOf(i)).ToArray()) : null;
-            return new TrainingBatch(stacked, _captions, _names, Indices, epoch, nextPosition) { Masks = masks, LossWeights = weights };
+            return new TrainingBatch(stacked, _captions, _names, Indices, epoch, nextPosition) { Masks = masks, LossWeights = weights, Flipped = _flipped, Geometries = _geometries };
         }
     }
 
@@ -251,8 +260,8 @@ internal sealed class TrainingBatches : IDisposable
             ulong slot = (ulong)position * (ulong)_batchSize + (ulong)i;
             var random = new Random(Mix(_seed ^ 0xC20BUL, (ulong)epoch, slot));
             using var image = LoadWithFallback(pool, batch.Members[i], ref parts.Indices[i]);
-            var (pixels, mask) = ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _plan.Buckets![parts.Indices[i]], _preprocess.RandomCrop, _preprocess.RandomFlip, random);
-            parts.Add(i, pixels, mask, Caption(image.Caption, epoch, (int)slot), image.Name);
+            var preprocessed = ImagePreprocessor.ToTensors(image.Image, MaskOf(image), _plan.Buckets![parts.Indices[i]], _preprocess.RandomCrop, _preprocess.RandomFlip, random);
+            parts.Add(i, preprocessed, Caption(image.Caption, epoch, (int)slot), image.Name);
         }
 
         return parts.ToBatch(epoch, position + 1, _plan);

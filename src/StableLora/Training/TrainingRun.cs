@@ -121,7 +121,9 @@ internal sealed class TrainingRun
             options.Seed, options.SkipUnreadableImages, _logger, plan);
         batches.Start(state.Epoch, state.EpochPosition);
         using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder && !plan.Captions.IsRandom);
-        using var latentCache = options.CacheLatents ? new TensorCache() : null;
+        using var latentCache = options.CacheLatents || options.CacheLatentsToDisk
+            ? new LatentCache(options.CacheLatentsToDisk ? new LatentCache.DiskSettings(options.LatentCacheDirectory, LatentCache.VaeIdentity(model.Vae)) : null, _logger)
+            : null;
         using var tensorBoard = options.TensorBoardDirectory is null ? null : new TensorBoardLog(options.TensorBoardDirectory);
 
         _imageCount = usable.Count;
@@ -164,7 +166,7 @@ internal sealed class TrainingRun
                 double loss;
                 using (var scope = NewDisposeScope())
                 {
-                    var moments = LatentMoments(step, batch, latentCache?.Value);
+                    var moments = latentCache is null ? step.Encode(batch.Pixels) : latentCache.Moments(batch, step.Encode);
                     loss = step.ForwardBackward(moments, embeddings.For(batch.Captions), noiseGenerator, lossScale / options.GradientAccumulationSteps,
                         batch.Masks, batch.LossWeights);
                 }
@@ -253,6 +255,9 @@ internal sealed class TrainingRun
             }
         }
 
+        if (latentCache is not null && options.CacheLatentsToDisk)
+            Log.LatentCacheSummary(_logger, latentCache.Reused, latentCache.Encoded);
+
         if (cancelled)
         {
             // A cancelled run leaves the final files as they were (an earlier run's stay untouched): its LoRA is the checkpoint's.
@@ -280,25 +285,6 @@ internal sealed class TrainingRun
             clock.Elapsed, Cancelled: false, lastCheckpoint);
         await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
         return result;
-    }
-
-    /// <summary>The batch's latent distribution: encoded now, or from the cache (each image encoded once).</summary>
-    private static Vae.DiagonalGaussianDistribution LatentMoments(LoraStep step, TrainingBatch batch, Dictionary<int, Tensor>? cache)
-    {
-        if (cache is null)
-            return step.Encode(batch.Pixels);
-
-        var missing = batch.Indices.Where(i => !cache.ContainsKey(i)).Distinct().ToList();
-        if (missing.Count > 0)
-        {
-            var positions = missing.Select(i => (long)Array.IndexOf(batch.Indices, i)).ToArray();
-            using var pixels = batch.Pixels.index_select(0, tensor(positions));
-            var encoded = step.Encode(pixels).Moments;
-            for (int k = 0; k < missing.Count; k++)
-                cache[missing[k]] = encoded[k].clone().DetachFromDisposeScope();
-        }
-
-        return new Vae.DiagonalGaussianDistribution(stack(batch.Indices.Select(i => cache[i]).ToList()));
     }
 
     /// <summary>

@@ -149,16 +149,3 @@ internal sealed class TensorBoardLog(string directory) : IDisposable
     {
     }
 }
-
-/// <summary>A dictionary of tensors disposed together.</summary>
-internal sealed class TensorCache : IDisposable
-{
-    public Dictionary<int, Tensor> Value { get; } = new();
-
-    public void Dispose()
-    {
-        foreach (var tensor in Value.Values)
-            tensor.Dispose();
-        Value.Clear();
-    }
-}

@@ -212,10 +212,10 @@ public sealed class RegularizationAndMaskTests
 
         for (int seed = 0; seed < 6; seed++)
         {
-            var (pixels, masks) = ImagePreprocessor.ToTensors(image, mask, new PreprocessOptions(32, RandomCrop: true, RandomFlip: true), new Random(seed));
+            var (pixels, masks, _, _) = ImagePreprocessor.ToTensors(image, mask, new PreprocessOptions(32, RandomCrop: true, RandomFlip: true), new Random(seed));
             TensorAssert.Close(pixels.narrow(0, 0, 1).add(1).div(2), masks!, new Tolerance(0.5 / 255 + 1e-6, 0), $"square, seed {seed}");
             var bucket = new BucketSelector(false, 64, 32, 128, 16).Select(90, 60);
-            var (bucketPixels, bucketMasks) = ImagePreprocessor.ToTensors(image, mask, bucket, true, true, new Random(seed));
+            var (bucketPixels, bucketMasks, _, _) = ImagePreprocessor.ToTensors(image, mask, bucket, true, true, new Random(seed));
             Assert.Equal(new long[] { 1, bucket.Height, bucket.Width }, bucketMasks!.shape);
             TensorAssert.Close(bucketPixels.narrow(0, 0, 1).add(1).div(2), bucketMasks, new Tolerance(0.5 / 255 + 1e-6, 0), $"bucket, seed {seed}");
         }
