@@ -116,10 +116,13 @@ internal sealed class TrainCommand
             .WithSingleFileOptions(_modelSource.SingleFile(result))
             .WithHubOptions(_modelSource.Hub(result))
             .WithLogger(logger);
-        var training = await TrainWithProgressAsync(builder, cancellationToken).ConfigureAwait(false);
+        var dataWait = TimeSpan.Zero;
+        var training = await TrainWithProgressAsync(builder, cancellationToken, p => dataWait += p.DataWait).ConfigureAwait(false);
         Console.WriteLine(training.Cancelled
             ? $"Cancelled after step {training.StepsCompleted}; resume with: stablelora train ... --resume latest ({training.LastCheckpointPath})"
             : $"Trained {training.StepsCompleted} steps in {training.Elapsed:hh\\:mm\\:ss}; final loss {training.FinalLoss:F4}");
+        Console.WriteLine(FormattableString.Invariant(
+            $"Waited {dataWait.TotalSeconds:F1} s for images ({(training.Elapsed > TimeSpan.Zero ? 100 * dataWait / training.Elapsed : 0):F1}% of the run); decoding runs ahead on a background thread"));
         if (training.WeightsPath is not null)
             Console.WriteLine($"LoRA: {training.WeightsPath} (the seed's format; torch.load reads it)");
         Console.WriteLine($"{(training.WeightsPath is null ? "LoRA: " : "      ")}{training.KohyaWeightsPath} (kohya: AUTOMATIC1111 / ComfyUI / sd-scripts)");
