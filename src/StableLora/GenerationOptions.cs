@@ -54,6 +54,38 @@ public sealed record GenerationOptions
     /// <summary>Multiplies every LoRA's weight (diffusers' <c>cross_attention_kwargs={"scale": s}</c>).</summary>
     /// <value>The default value is 1.</value>
     public double LoraScale { get; init; } = 1.0;
+
+    /// <summary>
+    /// CLIP skip, numbered as AUTOMATIC1111's "Clip skip" and kohya's <c>clip_skip</c>: 1 conditions on the text encoder's
+    /// last layer (diffusers' default), 2 on the penultimate layer's output passed through the final LayerNorm, and so on,
+    /// up to the text encoder's layer count (12 for SD 1.5). diffusers' <c>clip_skip</c> counts the layers skipped, so its
+    /// <c>clip_skip=1</c> is this 2. When not 1 it is written into the image's parameters text as <c>Clip skip: n</c>.
+    /// </summary>
+    /// <value>The default value is 1 (no skip).</value>
+    public int ClipSkip { get; init; } = 1;
+
+    /// <summary>What is done with a prompt (or negative prompt) longer than CLIP's 75 tokens.</summary>
+    /// <value>
+    /// The default value is <see cref="LongPromptMode.Chunk"/>, as AUTOMATIC1111 and ComfyUI encode long prompts;
+    /// <see cref="LongPromptMode.Truncate"/> gives diffusers' result. Prompts of up to 75 tokens are the same either way.
+    /// </value>
+    public LongPromptMode LongPrompts { get; init; } = LongPromptMode.Chunk;
+}
+
+/// <summary>How prompts longer than the text encoder's 75-token window are encoded.</summary>
+public enum LongPromptMode
+{
+    /// <summary>diffusers: the tokens after the 75th are dropped (with a warning naming how many).</summary>
+    Truncate,
+
+    /// <summary>
+    /// AUTOMATIC1111: the prompt is cut into chunks of 75 tokens (a chunk that would end within 20 tokens after a comma
+    /// ends at the comma), each encoded on its own as start token, tokens, end-token padding and end token, and the
+    /// chunks' 77 hidden states each are joined (154, 231, ... states). The prompt and the negative prompt are padded
+    /// with empty chunks to the same count, as A1111's "pad prompt/negative prompt to be same length" does. A prompt
+    /// of 75 tokens or fewer is encoded exactly as by <see cref="Truncate"/>.
+    /// </summary>
+    Chunk,
 }
 
 /// <summary>A snapshot of generation progress after each denoising step (one UNet evaluation).</summary>

@@ -38,6 +38,10 @@ public sealed record GenerationParameters(
     IReadOnlyList<LoraReference> Loras,
     string Version)
 {
+    /// <summary>CLIP skip (<see cref="GenerationOptions.ClipSkip"/>); written as <c>Clip skip: n</c> when not 1, as A1111 does.</summary>
+    /// <value>The default value is 1.</value>
+    public int ClipSkip { get; init; } = 1;
+
     /// <summary>The PNG text-chunk keyword A1111 uses.</summary>
     public const string PngKeyword = "parameters";
 
@@ -62,6 +66,8 @@ public sealed record GenerationParameters(
         if (ModelHash is not null)
             fields.Add(("Model hash", ModelHash));
         fields.Add(("Model", ModelName));
+        if (ClipSkip != 1)
+            fields.Add(("Clip skip", ClipSkip.ToString(CultureInfo.InvariantCulture)));
         if (Loras.Count > 0)
             fields.Add(("Lora hashes", string.Join(", ", Loras.Select(l => $"{l.Name}: {l.Hash ?? "unknown"}"))));
         fields.Add(("Version", Version));
@@ -114,7 +120,10 @@ public sealed record GenerationParameters(
             int.Parse(fields["Steps"], CultureInfo.InvariantCulture), fields["Sampler"],
             double.Parse(fields["CFG scale"], CultureInfo.InvariantCulture), ulong.Parse(fields["Seed"], CultureInfo.InvariantCulture),
             int.Parse(size[0], CultureInfo.InvariantCulture), int.Parse(size[1], CultureInfo.InvariantCulture),
-            fields.GetValueOrDefault("Model", ""), fields.GetValueOrDefault("Model hash"), loras, fields.GetValueOrDefault("Version", ""));
+            fields.GetValueOrDefault("Model", ""), fields.GetValueOrDefault("Model hash"), loras, fields.GetValueOrDefault("Version", ""))
+        {
+            ClipSkip = fields.TryGetValue("Clip skip", out var clipSkip) ? int.Parse(clipSkip, CultureInfo.InvariantCulture) : 1,
+        };
     }
 
     private static string Number(double value) => value.ToString("0.###############", CultureInfo.InvariantCulture);

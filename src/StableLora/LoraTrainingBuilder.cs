@@ -230,6 +230,20 @@ public sealed class LoraTrainingBuilder
     /// <param name="weight">A positive number.</param>
     public LoraTrainingBuilder WithVPredLikeLoss(double weight) => Set(o => o with { VPredLikeLoss = weight });
 
+    /// <summary>
+    /// sd-scripts' <c>max_token_length</c>: captions of up to 150 or 225 tokens, encoded in 75-token chunks (see
+    /// <see cref="LoraTrainingOptions.MaxTokenLength"/>).
+    /// </summary>
+    /// <param name="tokens">75 (the default), 150 or 225.</param>
+    public LoraTrainingBuilder WithMaxTokenLength(int tokens) => Set(o => o with { MaxTokenLength = tokens });
+
+    /// <summary>
+    /// sd-scripts' <c>clip_skip</c>: condition on the output of the n-th text-encoder layer from the end, through the
+    /// final LayerNorm (see <see cref="LoraTrainingOptions.ClipSkip"/>).
+    /// </summary>
+    /// <param name="clipSkip">1 (the last layer, the default), 2 (the penultimate layer, usual for anime models), ...</param>
+    public LoraTrainingBuilder WithClipSkip(int clipSkip) => Set(o => o with { ClipSkip = clipSkip });
+
     /// <summary>Encode each image to latents once and reuse them (no random crop).</summary>
     public LoraTrainingBuilder WithLatentCaching() => Set(o => o with { CacheLatents = true });
 

@@ -161,6 +161,22 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is "a sketch".</value>
     public string Caption { get; init; } = Defaults.Caption;
 
+    /// <summary>
+    /// sd-scripts' <c>max_token_length</c>: how many caption tokens the text encoder sees, 75 (one 77-token window, the
+    /// default), 150 or 225. Above 75 the caption is cut into 75-token chunks, each encoded on its own with start and end
+    /// tokens, and the hidden states are joined as sd-scripts does (152 or 227 states).
+    /// </summary>
+    /// <value>The default value is 75.</value>
+    public int MaxTokenLength { get; init; } = Defaults.MaxTokenLength;
+
+    /// <summary>
+    /// sd-scripts' <c>clip_skip</c> (AUTOMATIC1111's "Clip skip"): 1 trains on the text encoder's last layer (the default),
+    /// 2 on the penultimate layer's output through the final LayerNorm, and so on up to the text encoder's layer count
+    /// (checked when the model is loaded). diffusers' <c>clip_skip</c> counts skipped layers: its 1 is this 2.
+    /// </summary>
+    /// <value>The default value is 1 (no skip).</value>
+    public int ClipSkip { get; init; } = 1;
+
     /// <summary>Use <c>image.txt</c> beside <c>image.png</c> as that image's caption when present (kohya convention).</summary>
     public bool UseCaptionFiles { get; init; }
 
@@ -406,6 +422,9 @@ public sealed record LoraTrainingOptions
         /// <summary>Training caption.</summary>
         public const string Caption = "a sketch";
 
+        /// <summary>sd-scripts' default <c>max_token_length</c> (its "None"): one 77-token window.</summary>
+        public const int MaxTokenLength = 75;
+
         /// <summary>Random seed.</summary>
         public const ulong Seed = 42;
 
@@ -498,6 +517,9 @@ public sealed record LoraTrainingOptions
         Check(KeepLastCheckpoints is null || KeepLastCheckpoints >= 1, nameof(KeepLastCheckpoints), KeepLastCheckpoints, "must be at least 1");
         Check(Enum.IsDefined(MixedPrecision), nameof(MixedPrecision), MixedPrecision, "expected No, Fp16 or Bf16");
         Check(Caption is not null, nameof(Caption), Caption, "a caption is needed (it may be empty)");
+        Check(TextEncoder.PromptChunks.MaxTokenLengths.Contains(MaxTokenLength), nameof(MaxTokenLength), MaxTokenLength,
+            "must be 75, 150 or 225 (sd-scripts' max_token_length)");
+        Check(ClipSkip >= 1, nameof(ClipSkip), ClipSkip, "must be at least 1 (1: the last layer, no skip; 2: the penultimate layer)");
         Check(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
         Check(MaxGradNorm >= 0 && double.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "must be 0 (off) or a positive number");
         Check(NoiseOffset >= 0 && double.IsFinite(NoiseOffset), nameof(NoiseOffset), NoiseOffset, "must not be negative");

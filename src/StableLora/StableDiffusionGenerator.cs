@@ -109,7 +109,10 @@ public sealed class StableDiffusionGenerator : IDisposable
                 var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
                 var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
                     width, height, _model.Name, ModelHash(), active.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
-                    $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}");
+                    $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}")
+                {
+                    ClipSkip = options.ClipSkip,
+                };
                 return new GenerationResult(images, seed, parameters);
             }
             finally

@@ -26,11 +26,13 @@ internal sealed class GenerateCommand
     private readonly Option<string> _dtype = new("--dtype") { Description = "fp32, fp16 or bf16", DefaultValueFactory = _ => "fp32" };
     private readonly Option<bool> _tiling = Parsing.Option<bool>("--vae-tiling", "Decode with the VAE in tiles (large images)");
     private readonly Option<bool> _slicing = Parsing.Option<bool>("--attention-slicing", "Compute attention in slices (less memory)");
+    private readonly Option<int> _clipSkip = new("--clip-skip") { Description = "Text-encoder layer from the end: 1 last (default), 2 penultimate (A1111's Clip skip; diffusers' clip_skip + 1)", DefaultValueFactory = _ => 1 };
+    private readonly Option<bool> _truncatePrompts = Parsing.Option<bool>("--truncate-prompts", "Drop the tokens of prompts after the 75th as diffusers does, instead of encoding 75-token chunks as AUTOMATIC1111 does");
 
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("generate", "Generate images, optionally with LoRAs");
-        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _skipUnmatched, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing }.Concat(_modelSource.Options))
+        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _skipUnmatched, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing, _clipSkip, _truncatePrompts }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -73,6 +75,8 @@ internal sealed class GenerateCommand
             Width = result.GetValue(_width),
             Height = result.GetValue(_height),
             ImageCount = result.GetValue(_count),
+            ClipSkip = result.GetValue(_clipSkip),
+            LongPrompts = result.GetValue(_truncatePrompts) ? LongPromptMode.Truncate : LongPromptMode.Chunk,
         };
         // The total is the number of UNet evaluations, which PNDM makes one more of than steps (as diffusers does).
         using var images = await ProgressDisplay.RunAsync("generate", generator.ModelEvaluationCount(options.Steps), report =>

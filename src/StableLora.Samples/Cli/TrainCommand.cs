@@ -50,6 +50,8 @@ internal sealed class TrainCommand
     private readonly Option<double?> _maxGradNorm = Parsing.Option<double?>("--max-grad-norm", "Gradient clipping norm (default 1; 0 off)");
     private readonly Option<double?> _noiseOffset = Parsing.Option<double?>("--noise-offset", "kohya noise offset (default 0)");
     private readonly Option<double?> _minSnrGamma = Parsing.Option<double?>("--min-snr-gamma", "Min-SNR-gamma loss weighting (e.g. 5)");
+    private readonly Option<int?> _maxTokenLength = Parsing.Option<int?>("--max-token-length", "Caption tokens the text encoder sees: 75 (default), 150 or 225 (sd-scripts' --max_token_length)");
+    private readonly Option<int?> _clipSkip = Parsing.Option<int?>("--clip-skip", "Text-encoder layer from the end: 1 last (default), 2 penultimate (sd-scripts' --clip_skip, A1111's Clip skip)");
     private readonly Option<bool> _randomCrop = Parsing.Option<bool>("--random-crop", "Crop at random positions");
     private readonly Option<bool> _randomFlip = Parsing.Option<bool>("--random-flip", "Mirror images at random");
     private readonly Option<bool> _skipBadImages = Parsing.Option<bool>("--skip-bad-images", "Skip unreadable images with a warning");
@@ -95,7 +97,8 @@ internal sealed class TrainCommand
                      _vPredLikeLoss, _rank, _alpha,
                      _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
                      _checkpointEvery, _keepCheckpoints, _mixedPrecision, _device, _seed, _resume, _validationPrompt, _validationEvery, _accumulation, _maxGradNorm,
-                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard }.Concat(_modelSource.Options))
+                     _noiseOffset, _minSnrGamma, _randomCrop, _randomFlip, _skipBadImages, _cacheLatents, _gradientCheckpointing, _onNonFinite, _maxSkippedSteps, _tensorBoard,
+                     _maxTokenLength, _clipSkip }.Concat(_modelSource.Options))
             command.Options.Add(option);
         foreach (var option in DatasetOptions)
             command.Options.Add(option);
@@ -225,6 +228,8 @@ internal sealed class TrainCommand
             TensorBoardDirectory = GetText(_tensorBoard) ?? o.TensorBoardDirectory,
             OnNonFiniteLoss = GetText(_onNonFinite) is { } policy ? Parsing.NonFinitePolicy(policy) : o.OnNonFiniteLoss,
             MaxConsecutiveSkippedSteps = Get(_maxSkippedSteps) ?? o.MaxConsecutiveSkippedSteps,
+            MaxTokenLength = Get(_maxTokenLength) ?? o.MaxTokenLength,
+            ClipSkip = Get(_clipSkip) ?? o.ClipSkip,
         });
     }
 

@@ -112,12 +112,26 @@ internal sealed class StableDiffusionModel : IDisposable
     }
 
     /// <summary>Encodes prompts to the UNet's conditioning [N, 77, hidden] (the text encoder's last hidden state, no attention mask, as diffusers).</summary>
-    public Tensor EncodePrompts(IReadOnlyList<string> prompts)
+    public Tensor EncodePrompts(IReadOnlyList<string> prompts) => EncodePrompts(prompts, clipSkip: 1);
+
+    /// <summary>
+    /// Encodes prompts to [N, 77, hidden] with CLIP skip (<see cref="ClipTextModel.Conditioning"/>; 1: the last hidden
+    /// state, as <see cref="EncodePrompts(IReadOnlyList{string})"/>).
+    /// </summary>
+    public Tensor EncodePrompts(IReadOnlyList<string> prompts, int clipSkip)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = Tokenizer.EncodeBatch(prompts).to(TextEncoder.Spec.Device);
-        return TextEncoder.Forward(ids).LastHiddenState.MoveToOuterDisposeScope();
+        return TextEncoder.Conditioning(ids, clipSkip).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>AUTOMATIC1111's chunked encoding of prompts padded to the same chunk count: [N, chunks x 77, hidden] (<see cref="PromptChunks"/>).</summary>
+    public Tensor EncodeChunkedPrompts(IReadOnlyList<string> prompts, int clipSkip)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        return PromptChunks.A1111Conditioning(TextEncoder, Tokenizer, prompts, clipSkip).MoveToOuterDisposeScope();
     }
 
     public void Dispose()

@@ -32,14 +32,25 @@ internal static class TextToImage
 
         using var scope = NewDisposeScope();
         using var inference = inference_mode();
-        WarnIfTruncated(model, prompt, "prompt", logger);
-        var conditioning = model.EncodePrompts(new[] { prompt }).to(dtype).repeat(count, 1, 1);
-        if (guided)
+        Tensor conditioning;
+        string negative = options.NegativePrompt ?? "";
+        if (options.LongPrompts == LongPromptMode.Chunk)
         {
-            string negative = options.NegativePrompt ?? "";
-            WarnIfTruncated(model, negative, "negative prompt", logger);
-            var unconditional = model.EncodePrompts(new[] { negative }).to(dtype).repeat(count, 1, 1);
-            conditioning = cat(new[] { unconditional, conditioning }, 0);
+            // A1111: both prompts chunked and padded to the same chunk count, so that they batch together.
+            var texts = guided ? new[] { negative, prompt } : new[] { prompt };
+            var encoded = model.EncodeChunkedPrompts(texts, options.ClipSkip).to(dtype);
+            conditioning = encoded.repeat_interleave(count, 0);
+        }
+        else
+        {
+            WarnIfTruncated(model, prompt, "prompt", logger);
+            conditioning = model.EncodePrompts(new[] { prompt }, options.ClipSkip).to(dtype).repeat(count, 1, 1);
+            if (guided)
+            {
+                WarnIfTruncated(model, negative, "negative prompt", logger);
+                var unconditional = model.EncodePrompts(new[] { negative }, options.ClipSkip).to(dtype).repeat(count, 1, 1);
+                conditioning = cat(new[] { unconditional, conditioning }, 0);
+            }
         }
 
         ulong seed = options.Seed ?? (ulong)Random.Shared.NextInt64(0, uint.MaxValue);
@@ -119,6 +130,10 @@ internal static class TextToImage
         Check(double.IsFinite(options.GuidanceScale) && options.GuidanceScale >= 0, nameof(options.GuidanceScale), options.GuidanceScale,
             "must be a finite number, 0 or more (at 1 or below no unconditional pass is made)");
         Check(options.ImageCount >= 1, nameof(options.ImageCount), options.ImageCount, "must be at least 1");
+        int layers = model.TextEncoder.Config.NumHiddenLayers;
+        Check(options.ClipSkip >= 1 && options.ClipSkip <= layers, nameof(options.ClipSkip), options.ClipSkip,
+            $"must be between 1 (the last layer, no skip) and {layers} (the text encoder's layer count); A1111's and kohya's numbering, not diffusers'");
+        Check(Enum.IsDefined(options.LongPrompts), nameof(options.LongPrompts), options.LongPrompts, "expected Truncate or Chunk");
         Check(double.IsFinite(options.LoraScale), nameof(options.LoraScale), options.LoraScale, "must be a finite number");
         Check(options.Loras is not null, nameof(options.Loras), null, "must be a list (it may be empty)");
         for (int i = 0; options.Loras is not null && i < options.Loras.Count; i++)

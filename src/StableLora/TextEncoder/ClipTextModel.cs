@@ -29,6 +29,22 @@ internal sealed class ClipTextModel : nn.Module
     public const string PositionIdsKey = "text_model.embeddings.position_ids";
 
     public ClipTextOutput Forward(Tensor inputIds, bool outputHiddenStates = false) => text_model.Forward(inputIds, outputHiddenStates);
+
+    /// <summary>
+    /// The conditioning with CLIP skip, numbered as kohya's <c>clip_skip</c> and AUTOMATIC1111's "Clip skip": 1 is the last
+    /// layer's output (<see cref="ClipTextOutput.LastHiddenState"/>, unchanged); k &gt; 1 is transformers'
+    /// <c>hidden_states[-k]</c> (the output of layer <c>layers - k + 1</c>) through the final LayerNorm. The layers after it
+    /// are not run, which gives the same numbers as running them and picking the hidden state.
+    /// </summary>
+    /// <param name="inputIds">[B, tokens] token ids.</param>
+    /// <param name="clipSkip">1 to <see cref="ClipTextConfig.NumHiddenLayers"/>.</param>
+    /// <returns>[B, tokens, hidden].</returns>
+    public Tensor Conditioning(Tensor inputIds, int clipSkip)
+    {
+        if (clipSkip < 1 || clipSkip > Config.NumHiddenLayers)
+            throw new ArgumentOutOfRangeException(nameof(clipSkip), clipSkip, $"must be between 1 and {Config.NumHiddenLayers} (the text encoder's layers)");
+        return clipSkip == 1 ? Forward(inputIds).LastHiddenState : text_model.ForwardLayers(inputIds, Config.NumHiddenLayers - clipSkip + 1);
+    }
 }
 
 /// <summary>What the text encoder returns.</summary>
@@ -63,6 +79,13 @@ internal sealed class ClipTextTransformer : nn.Module
         var eosPositions = inputIds.eq(eos).to(int32).argmax(-1);
         var pooled = last[TensorMath.Arange(last.shape[0], int64, last.device), eosPositions.to(last.device)];
         return new ClipTextOutput(last, pooled, hiddenStates);
+    }
+
+    /// <summary>The first <paramref name="layerCount"/> layers' output through the final LayerNorm (no pooled output).</summary>
+    public Tensor ForwardLayers(Tensor inputIds, int layerCount)
+    {
+        var hidden = encoder.Forward(embeddings.Forward(inputIds), null, layerCount);
+        return final_layer_norm.forward(hidden);
     }
 }
 
@@ -99,10 +122,10 @@ internal sealed class ClipEncoder : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor hiddenStates, List<Tensor>? collect)
+    public Tensor Forward(Tensor hiddenStates, List<Tensor>? collect, int? layerCount = null)
     {
         var hidden = hiddenStates;
-        foreach (var layer in layers)
+        foreach (var layer in layers.Take(layerCount ?? layers.Count))
         {
             hidden = layer.Forward(hidden);
             collect?.Add(hidden);

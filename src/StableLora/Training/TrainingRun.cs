@@ -6,6 +6,7 @@ using StableLora.Diagnostics;
 using StableLora.Hub;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
+using StableLora.TextEncoder;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -78,6 +79,9 @@ internal sealed class TrainingRun
         _hooks.ModelLoaded?.Invoke(model);
         if (options.Resolution % model.VaeScaleFactor != 0)
             throw new InvalidOptionsException(new[] { new OptionError(nameof(options.Resolution), options.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be a multiple of the VAE's scale factor {model.VaeScaleFactor}") });
+        if (options.ClipSkip > model.TextEncoder.Config.NumHiddenLayers)
+            throw new InvalidOptionsException(nameof(options.ClipSkip), options.ClipSkip,
+                $"must not exceed the text encoder's layer count ({model.TextEncoder.Config.NumHiddenLayers}); 1 is the last layer, 2 the penultimate");
         var prediction = PredictionTarget(model.SchedulerConfig);
         if (options.ZeroTerminalSnr && prediction != PredictionKind.Velocity)
             throw new InvalidOptionsException(nameof(options.ZeroTerminalSnr), true,
@@ -120,7 +124,8 @@ internal sealed class TrainingRun
         using var batches = new TrainingBatches(dataset, usable, options.BatchSize, new PreprocessOptions(options.Resolution, options.RandomCrop, options.RandomFlip),
             options.Seed, options.SkipUnreadableImages, _logger, plan);
         batches.Start(state.Epoch, state.EpochPosition);
-        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder && !plan.Captions.IsRandom);
+        using var embeddings = new CaptionEmbeddings(model, options.Caption, dtype, cache: !network.AdaptsTextEncoder && !plan.Captions.IsRandom,
+            options.MaxTokenLength, options.ClipSkip);
         using var latentCache = options.CacheLatents || options.CacheLatentsToDisk
             ? new LatentCache(options.CacheLatentsToDisk ? new LatentCache.DiskSettings(options.LatentCacheDirectory, LatentCache.VaeIdentity(model.Vae)) : null, _logger)
             : null;
@@ -372,6 +377,10 @@ internal sealed class TrainingRun
         yield return new("ss_debiased_estimation", Bool(options.DebiasedEstimation));
         yield return new("ss_ip_noise_gamma", Optional(options.IpNoiseGamma));
         yield return new("ss_zero_terminal_snr", Bool(options.ZeroTerminalSnr));
+        // sd-scripts writes str(args.x): "None" when the option is not given (one 77-token window, the last layer).
+        yield return new("ss_max_token_length", options.MaxTokenLength == LoraTrainingOptions.Defaults.MaxTokenLength
+            ? "None" : options.MaxTokenLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("ss_clip_skip", options.ClipSkip == 1 ? "None" : options.ClipSkip.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
     /// <summary>The optimizer's parameter groups: the UNet's LoRA and the text encoder's, each at its own peak learning rate.</summary>
@@ -402,6 +411,8 @@ internal sealed class TrainingRun
                 Height = _options.Resolution,
                 Steps = 20,
                 Seed = _options.Seed,
+                ClipSkip = _options.ClipSkip,
+                LongPrompts = _options.MaxTokenLength > PromptChunks.ChunkTokens ? LongPromptMode.Chunk : LongPromptMode.Truncate,
             });
             string directory = Path.Combine(_options.OutputDirectory, "validation", $"step-{step}");
             paths = images.SaveAll(directory);

@@ -3,50 +3,63 @@ using StableLora.Diagnostics;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
 using StableLora.Layers;
+using StableLora.TextEncoder;
 using static TorchSharp.torch;
 
 namespace StableLora.Training;
 
-/// <summary>Text embeddings by caption, computed once each (the seed's static caption is encoded a single time).</summary>
+/// <summary>
+/// Text embeddings by caption, computed once each (the seed's static caption is encoded a single time), with sd-scripts'
+/// <c>max_token_length</c> and <c>clip_skip</c> (<see cref="PromptChunks.KohyaConditioning"/>; 75 and 1 give the plain
+/// last hidden state of 77 tokens). The cache lives for one run, whose token length and CLIP skip are fixed, so the
+/// caption alone keys it.
+/// </summary>
 internal sealed class CaptionEmbeddings : IDisposable
 {
     private readonly StableDiffusionModel _model;
     private readonly string _defaultCaption;
     private readonly ScalarType _dtype;
     private readonly bool _cache;
+    private readonly int _maxTokenLength;
+    private readonly int _clipSkip;
     private readonly Dictionary<string, Tensor> _cached = new(StringComparer.Ordinal);
 
     /// <param name="model">The model whose tokenizer and text encoder encode the captions.</param>
     /// <param name="defaultCaption">The caption of images without their own.</param>
     /// <param name="dtype">The dtype the UNet takes.</param>
     /// <param name="cache">Encode each distinct caption once (the text encoder is frozen); false: encode every call with gradients (it has LoRA).</param>
-    public CaptionEmbeddings(StableDiffusionModel model, string defaultCaption, ScalarType dtype, bool cache = true)
+    /// <param name="maxTokenLength">sd-scripts' <c>max_token_length</c>: 75, 150 or 225.</param>
+    /// <param name="clipSkip">sd-scripts' <c>clip_skip</c> (1: the last layer).</param>
+    public CaptionEmbeddings(StableDiffusionModel model, string defaultCaption, ScalarType dtype, bool cache = true, int maxTokenLength = 75, int clipSkip = 1)
     {
         _model = model;
         _defaultCaption = defaultCaption;
         _dtype = dtype;
         _cache = cache;
+        _maxTokenLength = maxTokenLength;
+        _clipSkip = clipSkip;
     }
 
-    /// <summary>[B, 77, hidden] for the batch's captions (null: the training caption); a new tensor each call.</summary>
+    /// <summary>[B, max token length + 2, hidden] for the batch's captions (null: the training caption); a new tensor each call.</summary>
     public Tensor For(IReadOnlyList<string?> captions)
     {
         var texts = captions.Select(c => c ?? _defaultCaption).ToList();
         if (!_cache)
-        {
-            var ids = _model.Tokenizer.EncodeBatch(texts).to(_model.TextEncoder.Spec.Device);
-            return _model.TextEncoder.Forward(ids).LastHiddenState.to(_dtype);
-        }
+            return Encode(texts).to(_dtype);
 
         return cat(texts.Select(Embedding).ToList(), 0);
     }
+
+    private Tensor Encode(IReadOnlyList<string> texts) =>
+        PromptChunks.KohyaConditioning(_model.TextEncoder, _model.Tokenizer, texts, _maxTokenLength, _clipSkip);
 
     private Tensor Embedding(string caption)
     {
         if (!_cached.TryGetValue(caption, out var embedding))
         {
             using var scope = NewDisposeScope();
-            embedding = _model.EncodePrompts(new[] { caption }).to(_dtype).MoveToOuterDisposeScope();
+            using (no_grad())
+                embedding = Encode(new[] { caption }).to(_dtype).MoveToOuterDisposeScope();
             embedding = embedding.DetachFromDisposeScope();
             _cached[caption] = embedding;
         }

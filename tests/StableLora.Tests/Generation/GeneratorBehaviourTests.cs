@@ -72,9 +72,12 @@ public sealed class GeneratorBehaviourTests(Xunit.Abstractions.ITestOutputHelper
         var logger = new ListLogger();
         using var generator = Tiny(logger);
         string prompt = string.Join(" ", Enumerable.Repeat("cat", 80));
-        using var result = generator.Generate(prompt, new GenerationOptions { Steps = 2, Seed = 1 });
+        using var result = generator.Generate(prompt, new GenerationOptions { Steps = 2, Seed = 1, LongPrompts = LongPromptMode.Truncate });
         var warning = Assert.Single(logger.Entries, e => e.Level == LogLevel.Warning);
         Assert.Contains("5 tokens were dropped", warning.Message);
+        logger.Entries.Clear();
+        using var chunked = generator.Generate(prompt, new GenerationOptions { Steps = 2, Seed = 1 });
+        Assert.DoesNotContain(logger.Entries, e => e.Level == LogLevel.Warning);
     }
 
     /// <summary>
