@@ -38,7 +38,7 @@ internal enum UpdateOutcome
 /// computes them before <c>zero_terminal_snr</c> rescales the betas (see <see cref="LossFunctions.Compute"/>); null: <c>scheduler</c>.
 /// </remarks>
 internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, DdpmScheduler scheduler, PredictionKind prediction,
-    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, AdamWOptimizer optimizer, LossScaler? scaler, DdpmScheduler? snrScheduler = null)
+    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, ILoraOptimizer optimizer, LossScaler? scaler, DdpmScheduler? snrScheduler = null)
 {
     public IReadOnlyList<Parameter> Parameters => parameters;
 

@@ -106,7 +106,13 @@ internal sealed class TrainingRun
 
         var parameters = network.NamedParameters().ToList();
         var groups = LearningRateGroups(network, options);
-        using var optimizer = new AdamWOptimizer(groups.Select(g => g.Parameters).ToList(), new AdamWSettings());
+        using var optimizer = OptimizerChoice.Create(options.Optimizer, options.OptimizerArguments, groups.Select(g => g.Parameters).ToList());
+        bool ownLearningRate = OptimizerChoice.OwnLearningRate(options.Optimizer, options.OptimizerArguments);
+        if (options.Optimizer == OptimizerType.Prodigy && groups.Select(g => g.PeakLearningRate).Where(r => r > 0).DefaultIfEmpty(options.LearningRate).Max() is var prodigyLr
+            && (prodigyLr < 0.1 || prodigyLr > 10))
+            Log.ProdigyLearningRate(_logger, prodigyLr);
+        if (ownLearningRate)
+            Log.AdafactorOwnLearningRate(_logger, options.LearningRate);
         var scaler = options.MixedPrecision == MixedPrecision.Fp16 ? new LossScaler(_hooks.InitialLossScale ?? LossScaler.DefaultInitialScale) : null;
         using var noiseGenerator = new Generator(options.Seed ^ 0xA5A5_5A5A_C3C3_3C3CUL, CPU);
         var state = new RunState();
@@ -172,7 +178,7 @@ internal sealed class TrainingRun
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
             double multiplier = schedule.Multiplier(state.SchedulerSteps);
-            double learningRate = options.LearningRate * multiplier;
+            var learningRates = groups.Select(g => g.PeakLearningRate * multiplier).ToList();
             bool skipped = true;
             if (nonFiniteImages.Count > 0)
             {
@@ -184,7 +190,7 @@ internal sealed class TrainingRun
             }
             else
             {
-                switch (step.Update(groups.Select(g => g.PeakLearningRate * multiplier).ToList()))
+                switch (step.Update(learningRates))
                 {
                     case UpdateOutcome.Applied:
                         skipped = false;
@@ -218,9 +224,16 @@ internal sealed class TrainingRun
             }
 
             throughput.Add(options.BatchSize * options.GradientAccumulationSteps, clock.Elapsed - stepStart);
+            // Adafactor with relative_step reports its own learning rate, as sd-scripts' adafactor schedule does.
+            var effective = optimizer.EffectiveLearningRates.Count == learningRates.Count ? optimizer.EffectiveLearningRates.ToArray() : learningRates.ToArray();
+            double learningRate = ownLearningRate ? effective.FirstOrDefault() : options.LearningRate * multiplier;
             var progress = new TrainingProgress(state.Step, options.MaxSteps, state.Epoch, stepLoss, state.SmoothedLoss, learningRate,
                 throughput.ImagesPerSecond, clock.Elapsed, throughput.Remaining(options.MaxSteps - state.Step, options.BatchSize * options.GradientAccumulationSteps), skipped,
-                scaler?.Scale ?? 1.0);
+                scaler?.Scale ?? 1.0)
+            {
+                LearningRates = ownLearningRate ? effective : learningRates.ToArray(),
+                EffectiveLearningRates = effective,
+            };
             _progress?.Report(progress);
             tensorBoard?.Write(progress);
             await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress) { Control = control })).ConfigureAwait(false);
@@ -364,7 +377,10 @@ internal sealed class TrainingRun
         static string Bool(bool value) => value ? "True" : "False";
         static string Optional(double? value) => value is { } v ? IO.PythonFloats.Repr(v) : "None";
         var loss = LossSettings.For(options);
-        yield return new("ss_lr_scheduler", LearningRateScheduleSettings.Name(options.LearningRateSchedule));
+        yield return new("ss_optimizer", OptimizerChoice.KohyaName(options.Optimizer, options.OptimizerArguments));
+        yield return new("ss_lr_scheduler", OptimizerChoice.OwnLearningRate(options.Optimizer, options.OptimizerArguments)
+            ? $"adafactor:{IO.PythonFloats.Repr(options.LearningRate)}"
+            : LearningRateScheduleSettings.Name(options.LearningRateSchedule));
         yield return new("ss_lr_warmup_steps", options.WarmupRatio is { } ratio && options.LearningRateSchedule != LearningRateSchedule.Constant
             ? IO.PythonFloats.Repr(ratio)
             : LearningRateScheduleSettings.EffectiveWarmupSteps(options).ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -422,7 +438,7 @@ internal sealed class TrainingRun
         await _observers.NotifyAsync(o => o.OnValidationImagesAsync(new ValidationImagesEvent(step, paths))).ConfigureAwait(false);
     }
 
-    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
+    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
         RunState state, string? previousCheckpoint)
     {
         EnsureFinite(network, optimizer, state.Step, previousCheckpoint, "the checkpoint was");
@@ -443,7 +459,7 @@ internal sealed class TrainingRun
         return path;
     }
 
-    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
+    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
     {
         using var scope = NewDisposeScope();
         var trainerState = new TrainerState
@@ -475,7 +491,7 @@ internal sealed class TrainingRun
     }
 
     /// <summary>Refuses to write anything from LoRA or optimizer tensors that hold NaN or infinity.</summary>
-    private static void EnsureFinite(LoraNetwork network, AdamWOptimizer optimizer, long step, string? lastCheckpoint, string what)
+    private static void EnsureFinite(LoraNetwork network, ILoraOptimizer optimizer, long step, string? lastCheckpoint, string what)
     {
         var tensors = network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter)).Concat(optimizer.StateTensors()).ToList();
         var bad = GradientChecks.NonFinite(tensors);
@@ -499,7 +515,7 @@ internal sealed class TrainingRun
             });
     }
 
-    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, AdamWOptimizer optimizer, LossScaler? scaler,
+    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, ILoraOptimizer optimizer, LossScaler? scaler,
         Generator noiseGenerator, RunState state)
     {
         using var scope = NewDisposeScope();
