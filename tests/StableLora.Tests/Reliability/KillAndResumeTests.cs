@@ -34,8 +34,10 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         WhileSavingACheckpoint,
     }
 
-    [Fact]
-    public void TwentyKillsAtRandomMomentsThenResumingGivesTheUninterruptedLoraBitForBit()
+    [Theory]
+    [InlineData("adamw")]
+    [InlineData("prodigy")]
+    public void TwentyKillsAtRandomMomentsThenResumingGivesTheUninterruptedLoraBitForBit(string optimizer)
     {
         int kills = LongRun ? 200 : 20;
         int maxSteps = LongRun ? 900 : 60;
@@ -45,7 +47,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
 
         var clock = Stopwatch.StartNew();
         string straight = temp.File("straight/output"); // same folder name: the kohya metadata records it
-        var (startUp, perStep) = RunToCompletionMeasuringPace(Arguments(data, straight, maxSteps), straight, maxSteps);
+        var (startUp, perStep) = RunToCompletionMeasuringPace(Arguments(data, straight, maxSteps, optimizer), straight, maxSteps);
         var straightTime = clock.Elapsed;
         // Random kills land anywhere from the start to three steps into training, on a fast machine or a slow one.
         double anyTimeWindowMs = (startUp + 3 * perStep).TotalMilliseconds;
@@ -59,7 +61,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         {
             long latestBefore = LatestStep(killed);
             var moment = (KillMoment)random.Next(3);
-            using var process = CliProcess.Start(Arguments(data, killed, maxSteps));
+            using var process = CliProcess.Start(Arguments(data, killed, maxSteps, optimizer));
             bool killedInTime = moment switch
             {
                 KillMoment.AnyTimeAfterStart => KillAfter(process, TimeSpan.FromMilliseconds(random.NextDouble() * anyTimeWindowMs)),
@@ -76,7 +78,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         }
 
         long resumedFrom = LatestStep(killed);
-        RunToCompletion(Arguments(data, killed, maxSteps), killed);
+        RunToCompletion(Arguments(data, killed, maxSteps, optimizer), killed);
         AssertEveryCheckpointIsComplete(killed);
         Assert.Empty(Directory.EnumerateFileSystemEntries(killed, ".*"));
 
@@ -91,11 +93,13 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
         Assert.True(killsLeavingTemporaries > 0, "at least one kill landed while a checkpoint was being written");
     }
 
-    private static string[] Arguments(string data, string outputDirectory, int maxSteps) =>
+    /// <summary>The training command; with Prodigy (issue 15, item 2) its d, d_max, d_numerator, k, p0 and s must survive the kills too.</summary>
+    private static string[] Arguments(string data, string outputDirectory, int maxSteps, string optimizer) =>
     [
         "train", "--model", FixturePaths.TinyPipeline, "--data", data, "--output", outputDirectory, "--resolution", "16", "--batch-size", "2",
-        "--lr", "1e-3", "--max-steps", maxSteps.ToString(CultureInfo.InvariantCulture), "--warmup-steps", "5", "--checkpoint-every", "1",
+        "--max-steps", maxSteps.ToString(CultureInfo.InvariantCulture), "--warmup-steps", "5", "--checkpoint-every", "1",
         "--device", "cpu", "--seed", "11", "--resume", "latest",
+        .. optimizer == "prodigy" ? new[] { "--optimizer", "prodigy", "--lr", "1", "--optimizer-args", "weight_decay=0.01" } : new[] { "--lr", "1e-3" },
     ];
 
     private static void RunToCompletion(string[] arguments, string outputDirectory)
