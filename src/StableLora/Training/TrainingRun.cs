@@ -469,6 +469,7 @@ internal sealed class TrainingRun
             EpochPosition = state.EpochPosition,
             SchedulerSteps = state.SchedulerSteps,
             OptimizerSteps = optimizer.StepCount,
+            Optimizer = _options.Optimizer,
             LossScale = scaler?.Scale ?? 1.0,
             LossScaleGoodSteps = scaler?.GoodSteps ?? 0,
             SmoothedLoss = state.SmoothedLoss,
@@ -513,6 +514,10 @@ internal sealed class TrainingRun
                 new OptionError(nameof(_options.ResumeFrom), resume.Directory,
                     $"the checkpoint was made with rank {s.Rank}, alpha {s.Alpha}, seed {s.Seed}; this run has rank {_options.Rank}, alpha {alpha}, seed {_options.Seed}"),
             });
+        var saved = s.Optimizer ?? OptimizerType.AdamW;
+        if (saved != _options.Optimizer)
+            throw new InvalidOptionsException(nameof(_options.ResumeFrom), resume.Directory,
+                $"the checkpoint holds {saved}'s state; this run's optimizer is {_options.Optimizer} (resume with the same optimizer)");
     }
 
     private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, ILoraOptimizer optimizer, LossScaler? scaler,

@@ -166,6 +166,15 @@ public sealed class OptimizerOptionsTests
         Assert.Equal("adafactor:0.001", metadata["ss_lr_scheduler"]);
     }
 
+    [Fact]
+    public async Task ResumingWithAnotherOptimizerThanTheCheckpointsIsAnError()
+    {
+        using var temp = new TempDirectory();
+        await Tiny(temp, "run").WithLearningRate(1.0).WithOptimizer(OptimizerType.Prodigy).WithMaxSteps(2).WithCheckpointEvery(2).Build().TrainAsync();
+        var error = await Assert.ThrowsAsync<InvalidOptionsException>(() => Tiny(temp, "run").WithMaxSteps(4).WithResume("latest").Build().TrainAsync());
+        Assert.Contains(error.Errors, e => e.Option == nameof(LoraTrainingOptions.ResumeFrom) && e.Message.Contains("holds Prodigy's state; this run's optimizer is AdamW", StringComparison.Ordinal));
+    }
+
     private static LoraTrainingBuilder Builder() =>
         LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline).WithDataset(FixturePaths.TinyPipeline)
             .WithOutputDirectory(Path.Combine(Path.GetTempPath(), "stablelora-unused-output")).WithDevice("cpu").WithMaxSteps(2);
