@@ -137,7 +137,7 @@ def run_case(case, refs, tensors):
             for group, lr in zip(optimizer.param_groups, lrs):
                 group["lr"] = lr
         for name, p in params.items():
-            p.grad = grads[(name, step)].clone()
+            p.grad = None if step in case.get("missing", {}).get(name, []) else grads[(name, step)].clone()
         optimizer.step()
         if step not in CHECKPOINTS:
             continue
@@ -157,12 +157,14 @@ def run_case(case, refs, tensors):
         elif case["optimizer"] == "adafactor":
             first = [optimizer.state[g["params"][0]] for g in optimizer.param_groups]
             scalars = {"effective_lrs": [as_float(optimizer._get_lr(g, s)) for g, s in zip(optimizer.param_groups, first)],
-                       "rms": {n: as_float(optimizer.state[p]["RMS"]) for n, p in params.items()}}
+                       "rms": {n: as_float(optimizer.state[p]["RMS"]) for n, p in params.items() if "RMS" in optimizer.state[p]}}
         else:
             scalars = {"effective_lrs": [g["lr"] for g in optimizer.param_groups]}
         record["scalars"][str(step)] = scalars
     return record
 
+
+MISSING = {"g0.bias": [1, 2], "g1.up": [5]}
 
 CASES = [
     {"name": "prodigy_default", "optimizer": "prodigy", "args": {}, "lrs": [1.0, 1.0]},
@@ -182,6 +184,12 @@ CASES = [
     {"name": "lion_weight_decay", "optimizer": "lion", "args": {"weight_decay": 0.1, "betas": (0.95, 0.98)}, "lrs": [1e-3, 4e-4]},
     {"name": "sgd_nesterov", "optimizer": "sgd", "args": {"momentum": 0.9}, "lrs": [0.1, 0.03]},
     {"name": "sgd_nesterov_weight_decay", "optimizer": "sgd", "args": {"momentum": 0.8, "weight_decay": 0.01}, "lrs": [0.1, 0.03]},
+    # A parameter without a gradient (p.grad is None) is skipped, its state untouched: g0.bias has none in steps 1 and 2
+    # (so its state starts late) and g1.up none in step 5.
+    {"name": "prodigy_missing_grads", "optimizer": "prodigy", "args": {"weight_decay": 0.01}, "lrs": [1.0, 1.0], "missing": MISSING},
+    {"name": "adafactor_missing_grads", "optimizer": "adafactor", "args": {"beta1": 0.9}, "lrs": [0.0, 0.0], "missing": MISSING},
+    {"name": "lion_missing_grads", "optimizer": "lion", "args": {"weight_decay": 0.1}, "lrs": [1e-3, 4e-4], "missing": MISSING},
+    {"name": "sgd_missing_grads", "optimizer": "sgd", "args": {"momentum": 0.9, "weight_decay": 0.01}, "lrs": [0.1, 0.03], "missing": MISSING},
 ]
 
 
@@ -227,6 +235,7 @@ def main():
             "name": case["name"], "optimizer": case["optimizer"],
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in case["args"].items()},
             "base_lrs": case["lrs"],
+            "missing": case.get("missing", {}),
             "lrs": {str(s): learning_rates(case["lrs"], s) for s in range(1, STEPS + 1)},
             "scalars": record["scalars"],
         })
