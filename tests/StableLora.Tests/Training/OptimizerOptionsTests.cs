@@ -139,8 +139,10 @@ public sealed class OptimizerOptionsTests
     {
         using var temp = new TempDirectory();
         var progress = new List<TrainingProgress>();
+        var logger = new ListLogger();
         await Tiny(temp, "prodigy").WithLearningRate(1.0).WithOptimizer(OptimizerType.Prodigy).WithTextEncoderLora(learningRate: 0)
-            .WithObserver(new ProgressRecorder(progress)).Build().TrainAsync();
+            .WithObserver(new ProgressRecorder(progress)).WithLogger(logger).Build().TrainAsync();
+        Assert.DoesNotContain(logger.Entries, e => e.Message.Contains("Prodigy's learning rate", StringComparison.Ordinal));
         Assert.Equal(3, progress.Count);
         Assert.Contains(progress, p => p.LearningRates[0] > 0);
         foreach (var p in progress)
@@ -156,8 +158,17 @@ public sealed class OptimizerOptionsTests
                 Assert.Equal(0.0, p.EffectiveLearningRates[0]);
         }
 
+        // Far from 1.0 (here AdamW's 1e-3) is warned about, as Prodigy's authors advise 1.0.
+        var lowLogger = new ListLogger();
+        await Tiny(temp, "prodigy-low").WithOptimizer(OptimizerType.Prodigy).WithMaxSteps(1).WithLogger(lowLogger).Build().TrainAsync();
+        Assert.Contains(lowLogger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning
+                                                && e.Message.Contains("its authors advise 1.0 (this run's is 0.001)", StringComparison.Ordinal));
+
         var adafactor = new List<TrainingProgress>();
-        var result = await Tiny(temp, "adafactor").WithOptimizer(OptimizerType.Adafactor).WithObserver(new ProgressRecorder(adafactor)).Build().TrainAsync();
+        var adafactorLogger = new ListLogger();
+        var result = await Tiny(temp, "adafactor").WithOptimizer(OptimizerType.Adafactor).WithObserver(new ProgressRecorder(adafactor)).WithLogger(adafactorLogger)
+            .Build().TrainAsync();
+        Assert.Contains(adafactorLogger.Entries, e => e.Message.Contains("Adafactor computes its own learning rate", StringComparison.Ordinal));
         // relative_step: Adafactor's own learning rate is what is reported, as sd-scripts' adafactor schedule does.
         Assert.All(adafactor, p => Assert.Equal(p.EffectiveLearningRates[0], p.LearningRate));
         Assert.All(adafactor, p => Assert.NotEqual(1e-3, p.LearningRate));
