@@ -533,7 +533,9 @@ internal sealed class TrainingRun
             }
         }
 
-        optimizer.LoadState(resume.State.OptimizerSteps, resume.ReadOptimizerTensor);
+        // AdamW starts a moment it lacks from zero (as it always has); the other optimizers' state must all be there.
+        optimizer.LoadState(resume.State.OptimizerSteps, name => resume.ReadOptimizerTensor(name)
+            ?? (optimizer is AdamWOptimizer ? null : throw new InvalidModelFileException(resume.Directory, name, "the checkpoint lacks this optimizer state")));
         noiseGenerator.set_state(resume.NoiseGeneratorState);
         set_rng_state(resume.GlobalRngState);
         scaler?.Restore(resume.State.LossScale, resume.State.LossScaleGoodSteps);
