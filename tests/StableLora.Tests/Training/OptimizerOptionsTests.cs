@@ -141,7 +141,8 @@ public sealed class OptimizerOptionsTests
         var progress = new List<TrainingProgress>();
         var logger = new ListLogger();
         await Tiny(temp, "prodigy").WithLearningRate(1.0).WithOptimizer(OptimizerType.Prodigy).WithTextEncoderLora(learningRate: 0)
-            .WithObserver(new ProgressRecorder(progress)).WithLogger(logger).Build().TrainAsync();
+            .WithObserver(new ProgressRecorder(progress)).WithLogger(logger).WithTensorBoard(temp.File("tensorboard")).Build().TrainAsync();
+        Assert.NotEmpty(Directory.EnumerateFiles(temp.File("tensorboard"), "*", SearchOption.AllDirectories));
         Assert.DoesNotContain(logger.Entries, e => e.Message.Contains("Prodigy's learning rate", StringComparison.Ordinal));
         Assert.Equal(3, progress.Count);
         Assert.Contains(progress, p => p.LearningRates[0] > 0);
