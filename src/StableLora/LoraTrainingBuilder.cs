@@ -137,6 +137,26 @@ public sealed class LoraTrainingBuilder
     /// <param name="learningRate">A positive number.</param>
     public LoraTrainingBuilder WithLearningRate(double learningRate) => Set(o => o with { LearningRate = learningRate });
 
+    /// <summary>
+    /// The optimizer (sd-scripts' <c>optimizer_type</c>) and its arguments (sd-scripts' <c>optimizer_args</c>, as
+    /// <c>key=value</c> strings such as <c>"decouple=True"</c> or <c>"betas=0.9,0.99"</c>); checked by <see cref="Build"/>.
+    /// </summary>
+    /// <param name="optimizer">The optimizer.</param>
+    /// <param name="arguments">Its arguments as <c>key=value</c>; none: its defaults.</param>
+    /// <exception cref="FormatException">An argument is not <c>key=value</c>.</exception>
+    public LoraTrainingBuilder WithOptimizer(OptimizerType optimizer, params string[] arguments) =>
+        WithOptimizer(optimizer, OptimizerChoice.ParsePairs(arguments));
+
+    /// <summary>The optimizer and its arguments as key to value (see <see cref="LoraTrainingOptions.OptimizerArguments"/>); checked by <see cref="Build"/>.</summary>
+    /// <param name="optimizer">The optimizer.</param>
+    /// <param name="arguments">Its arguments.</param>
+    public LoraTrainingBuilder WithOptimizer(OptimizerType optimizer, IReadOnlyDictionary<string, string> arguments)
+    {
+        ArgumentNullException.ThrowIfNull(arguments);
+        var copy = new Dictionary<string, string>(arguments, StringComparer.Ordinal);
+        return Set(o => o with { Optimizer = optimizer, OptimizerArguments = copy });
+    }
+
     /// <summary>How many optimizer steps to train for.</summary>
     /// <param name="maxSteps">At least 1.</param>
     public LoraTrainingBuilder WithMaxSteps(int maxSteps) => Set(o => o with { MaxSteps = maxSteps });

@@ -35,9 +35,20 @@ public sealed record LoraTrainingOptions
     /// <value>The default value is 1.</value>
     public int BatchSize { get; init; } = Defaults.BatchSize;
 
-    /// <summary>The peak learning rate of AdamW.</summary>
+    /// <summary>The peak learning rate of the optimizer (for Prodigy a multiplier of its estimated step size, about 1.0; ignored by Adafactor with relative_step).</summary>
     /// <value>The default value is 1e-4.</value>
     public double LearningRate { get; init; } = Defaults.LearningRate;
+
+    /// <summary>The optimizer of the LoRA parameters (sd-scripts' <c>optimizer_type</c>).</summary>
+    /// <value>The default value is <see cref="StableLora.OptimizerType.AdamW"/>.</value>
+    public OptimizerType Optimizer { get; init; } = OptimizerType.AdamW;
+
+    /// <summary>
+    /// The optimizer's arguments (sd-scripts' <c>optimizer_args</c>): key to value, with the reference implementations'
+    /// keyword names and Python-style values (<c>betas</c> = <c>0.9,0.99</c>, <c>decouple</c> = <c>True</c>); checked against
+    /// <see cref="Optimizer"/>'s known keys. Empty: its defaults.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> OptimizerArguments { get; init; } = new Dictionary<string, string>();
 
     /// <summary>Optimizer steps to train for.</summary>
     /// <value>The default value is 1000.</value>
@@ -473,6 +484,7 @@ public sealed record LoraTrainingOptions
         Check(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a positive number");
         Check(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1");
+        ValidateOptimizer(Check);
         Check(WarmupSteps is null or >= 0, nameof(WarmupSteps), WarmupSteps, "must not be negative");
         Check(WarmupRatio is not null || WarmupSteps is null || WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must not exceed MaxSteps ({MaxSteps})");
         Check(WarmupRatio is null || WarmupRatio is >= 0 and <= 1, nameof(WarmupRatio), WarmupRatio, "must be in [0, 1]");
@@ -543,6 +555,20 @@ public sealed record LoraTrainingOptions
         Check(MaxConsecutiveSkippedSteps >= 0, nameof(MaxConsecutiveSkippedSteps), MaxConsecutiveSkippedSteps, "must not be negative (0: never stop)");
         ValidateDataset(Check);
         return errors;
+    }
+
+    private void ValidateOptimizer(Action<bool, string, object?, string> check)
+    {
+        check(Enum.IsDefined(Optimizer), nameof(Optimizer), Optimizer, $"expected {string.Join(", ", Enum.GetNames<OptimizerType>())}");
+        check(OptimizerArguments is not null, nameof(OptimizerArguments), null, "must not be null (empty: the optimizer's defaults)");
+        if (!Enum.IsDefined(Optimizer) || OptimizerArguments is null)
+            return;
+        foreach (string problem in Training.OptimizerChoice.Problems(Optimizer, OptimizerArguments))
+            check(false, nameof(OptimizerArguments), string.Join(",", OptimizerArguments.Select(a => $"{a.Key}={a.Value}")), problem);
+        double unet = UnetLearningRate ?? LearningRate;
+        double textEncoder = TextEncoderLearningRate ?? LearningRate;
+        check(Optimizer != OptimizerType.Prodigy || !TrainTextEncoder || unet == 0 || textEncoder == 0 || unet == textEncoder, nameof(TextEncoderLearningRate), textEncoder,
+            $"Prodigy takes one learning rate for every parameter group (0 freezes a group); the UNet's is {Format(unet)}");
     }
 
     private void ValidateDataset(Action<bool, string, object?, string> check)

@@ -33,6 +33,18 @@ public readonly record struct TrainingProgress(
     /// well above zero means the data, not the model, sets the pace).
     /// </summary>
     public TimeSpan DataWait { get; init; }
+
+    /// <summary>
+    /// The learning rate of each optimizer parameter group this step (the UNet's, then the text encoder's when it is
+    /// trained), as the schedule gave it; Adafactor with relative_step reports its own. Empty when not known.
+    /// </summary>
+    public IReadOnlyList<double> LearningRates { get; init; } = Array.Empty<double>();
+
+    /// <summary>
+    /// The step size each group's update used, as sd-scripts logs it: the learning rate for AdamW, Lion and SGD, d x lr
+    /// for Prodigy (its <c>lr/d*lr</c>), Adafactor's own learning rate (that of each group's first parameter). Empty when not known.
+    /// </summary>
+    public IReadOnlyList<double> EffectiveLearningRates { get; init; } = Array.Empty<double>();
 }
 
 /// <summary>What a finished (or cancelled) training run produced.</summary>

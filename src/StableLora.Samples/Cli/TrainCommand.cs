@@ -15,6 +15,13 @@ internal sealed class TrainCommand
     private readonly Option<int?> _resolution = Parsing.Option<int?>("--resolution", "Training image size in pixels (default 512)");
     private readonly Option<int?> _batchSize = Parsing.Option<int?>("--batch-size", "Images per batch (default 1)");
     private readonly Option<double?> _learningRate = Parsing.Option<double?>("--lr", "Peak learning rate (default 1e-4)");
+    private readonly Option<string?> _optimizer = Parsing.Option<string?>("--optimizer",
+        "Optimizer (sd-scripts' --optimizer_type): adamw (default), prodigy, adafactor, lion or sgd (SGD with Nesterov momentum)");
+    private readonly Option<string[]> _optimizerArgs = new("--optimizer-args")
+    {
+        Description = "Optimizer arguments as key=value (sd-scripts' --optimizer_args), e.g. decouple=True weight_decay=0.01 betas=0.9,0.99",
+        AllowMultipleArgumentsPerToken = true,
+    };
     private readonly Option<int?> _maxSteps = Parsing.Option<int?>("--max-steps", "Optimizer steps (default 1000)");
     private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the learning-rate schedule (default 100)");
     private readonly Option<string?> _lrScheduler = Parsing.Option<string?>("--lr-scheduler",
@@ -92,7 +99,7 @@ internal sealed class TrainCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
-        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _maxSteps, _warmupSteps,
+        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _optimizer, _optimizerArgs, _maxSteps, _warmupSteps,
                      _lrScheduler, _lrWarmupRatio, _lrCycles, _lrPower, _lrEnd, _lossType, _huberC, _huberSchedule, _debiasedEstimation, _ipNoiseGamma, _zeroTerminalSnr,
                      _vPredLikeLoss, _rank, _alpha,
                      _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
@@ -177,6 +184,7 @@ internal sealed class TrainCommand
         if (schedule == LearningRateSchedule.Constant && Get(_warmupSteps) is > 0)
             throw new ArgumentException("--warmup-steps: the constant schedule has no warm-up; use --lr-scheduler constant_with_warmup");
         builder = ApplyDatasetOptions(builder, result);
+        builder = ApplyOptimizer(builder, result);
 
         return builder.WithOptions(o => o with
         {
@@ -231,6 +239,29 @@ internal sealed class TrainCommand
             MaxTokenLength = Get(_maxTokenLength) ?? o.MaxTokenLength,
             ClipSkip = Get(_clipSkip) ?? o.ClipSkip,
         });
+    }
+
+    /// <summary>--optimizer and --optimizer-args: a bitsandbytes or unknown name, or an argument that is not key=value, is a one-line error (exit 2); Build checks the keys.</summary>
+    private LoraTrainingBuilder ApplyOptimizer(LoraTrainingBuilder builder, ParseResult result)
+    {
+        string? name = result.GetValue(_optimizer);
+        string[] pairs = result.GetValue(_optimizerArgs) ?? Array.Empty<string>();
+        if (name is null && pairs.Length == 0)
+            return builder;
+        var type = builder.Options.Optimizer;
+        if (name is not null && !StableLora.Training.OptimizerChoice.TryParseName(name, out type, out string error))
+            throw new ArgumentException($"--optimizer {error}");
+        IReadOnlyDictionary<string, string> arguments;
+        try
+        {
+            arguments = pairs.Length == 0 ? builder.Options.OptimizerArguments : StableLora.Training.OptimizerChoice.ParsePairs(pairs);
+        }
+        catch (FormatException e)
+        {
+            throw new ArgumentException($"--optimizer-args: {e.Message}", e);
+        }
+
+        return builder.WithOptimizer(type, arguments);
     }
 
     /// <summary>Builds the trainer with a progress display attached and runs it.</summary>

@@ -118,6 +118,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "Removed {Path} from an earlier run: this run's network cannot be written in the diffusers attention-processor format, and the old file must not be mistaken for the new LoRA")]
     public static partial void StaleSeedFileRemoved(ILogger logger, string path);
 
+    [LoggerMessage(EventId = 150, Level = LogLevel.Warning, Message = "Prodigy's learning rate scales the step size it estimates; its authors advise 1.0 (this run's is {LearningRate}). Change d_coef rather than the learning rate to tune it")]
+    public static partial void ProdigyLearningRate(ILogger logger, double learningRate);
+
+    [LoggerMessage(EventId = 151, Level = LogLevel.Information, Message = "Adafactor computes its own learning rate (relative_step=True): the learning rate {LearningRate} and its schedule are not used; pass relative_step=False to use them")]
+    public static partial void AdafactorOwnLearningRate(ILogger logger, double learningRate);
+
     [LoggerMessage(EventId = 200, Level = LogLevel.Debug, Message = "libtorch's CPU kernels are right on {Cpu} (checked in {Milliseconds:F0} ms)")]
     public static partial void CpuKernelsRight(ILogger logger, string cpu, double milliseconds);
 

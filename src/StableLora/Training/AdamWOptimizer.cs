@@ -16,7 +16,7 @@ namespace StableLora.Training;
 /// whole-buffer operations instead of nine per parameter: the same element-wise arithmetic, a few kernels instead of
 /// thousands (what <c>foreach</c>/<c>fused</c> AdamW do in PyTorch).
 /// </remarks>
-internal sealed class AdamWOptimizer : IDisposable
+internal sealed class AdamWOptimizer : ILoraOptimizer
 {
     private readonly List<(string Name, Parameter Parameter)> _parameters;
     private readonly List<Group> _groups;
@@ -42,6 +42,9 @@ internal sealed class AdamWOptimizer : IDisposable
     public long StepCount { get; private set; }
 
     public IReadOnlyList<(string Name, Parameter Parameter)> Parameters => _parameters;
+
+    /// <summary>The learning rates the last step was given (AdamW has no step size of its own).</summary>
+    public IReadOnlyList<double> EffectiveLearningRates { get; private set; } = Array.Empty<double>();
 
     /// <summary>How many parameter groups (with parameters) it has.</summary>
     public int GroupCount => _groups.Count;
@@ -82,6 +85,7 @@ internal sealed class AdamWOptimizer : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         gradients ??= Gradients();
+        EffectiveLearningRates = learningRates.ToArray();
         StepCount++;
         double biasCorrection1 = 1 - Math.Pow(Settings.Beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(Settings.Beta2, StepCount);

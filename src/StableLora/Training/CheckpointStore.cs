@@ -221,6 +221,9 @@ internal sealed record TrainerState
     public int EpochPosition { get; init; }
     public long SchedulerSteps { get; init; }
     public long OptimizerSteps { get; init; }
+
+    /// <summary>The optimizer whose state the checkpoint holds; null in checkpoints from before there was a choice (AdamW).</summary>
+    public OptimizerType? Optimizer { get; init; }
     public double LossScale { get; init; }
     public int LossScaleGoodSteps { get; init; }
     public double SmoothedLoss { get; init; }

@@ -30,7 +30,7 @@ internal enum UpdateOutcome
 /// <summary>
 /// The arithmetic of one training step, shared by the training loop and the benchmarks: latents from the VAE's
 /// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 loss (the seed's MSE, optionally
-/// min-SNR-weighted, or sd-scripts' loss settings), backward; then unscaling (fp16), clipping and AdamW on the LoRA
+/// min-SNR-weighted, or sd-scripts' loss settings), backward; then unscaling (fp16), clipping and the optimizer (AdamW by default) on the LoRA
 /// parameters.
 /// </summary>
 /// <remarks>
@@ -38,7 +38,7 @@ internal enum UpdateOutcome
 /// computes them before <c>zero_terminal_snr</c> rescales the betas (see <see cref="LossFunctions.Compute"/>); null: <c>scheduler</c>.
 /// </remarks>
 internal sealed class LoraStep(UNet2DConditionModel unet, AutoencoderKL vae, DdpmScheduler scheduler, PredictionKind prediction,
-    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, AdamWOptimizer optimizer, LossScaler? scaler, DdpmScheduler? snrScheduler = null)
+    LoraStepSettings settings, IReadOnlyList<Parameter> parameters, ILoraOptimizer optimizer, LossScaler? scaler, DdpmScheduler? snrScheduler = null)
 {
     public IReadOnlyList<Parameter> Parameters => parameters;
 

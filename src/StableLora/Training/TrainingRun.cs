@@ -110,7 +110,13 @@ internal sealed class TrainingRun
 
         var parameters = network.NamedParameters().ToList();
         var groups = LearningRateGroups(network, options);
-        using var optimizer = new AdamWOptimizer(groups.Select(g => g.Parameters).ToList(), new AdamWSettings());
+        using var optimizer = OptimizerChoice.Create(options.Optimizer, options.OptimizerArguments, groups.Select(g => g.Parameters).ToList());
+        bool ownLearningRate = OptimizerChoice.OwnLearningRate(options.Optimizer, options.OptimizerArguments);
+        if (options.Optimizer == OptimizerType.Prodigy && groups.Select(g => g.PeakLearningRate).Where(r => r > 0).DefaultIfEmpty(options.LearningRate).Max() is var prodigyLr
+            && (prodigyLr < 0.1 || prodigyLr > 10))
+            Log.ProdigyLearningRate(_logger, prodigyLr);
+        if (ownLearningRate)
+            Log.AdafactorOwnLearningRate(_logger, options.LearningRate);
         var scaler = options.MixedPrecision == MixedPrecision.Fp16 ? new LossScaler(_hooks.InitialLossScale ?? LossScaler.DefaultInitialScale) : null;
         using var noiseGenerator = new Generator(options.Seed ^ 0xA5A5_5A5A_C3C3_3C3CUL, CPU);
         var state = new RunState();
@@ -186,7 +192,7 @@ internal sealed class TrainingRun
 
             _hooks.BeforeOptimizerStep?.Invoke(state.Step + 1, lossParameters);
             double multiplier = schedule.Multiplier(state.SchedulerSteps);
-            double learningRate = options.LearningRate * multiplier;
+            var learningRates = groups.Select(g => g.PeakLearningRate * multiplier).ToList();
             bool skipped = true;
             if (nonFiniteImages.Count > 0)
             {
@@ -198,7 +204,7 @@ internal sealed class TrainingRun
             }
             else
             {
-                switch (step.Update(groups.Select(g => g.PeakLearningRate * multiplier).ToList()))
+                switch (step.Update(learningRates))
                 {
                     case UpdateOutcome.Applied:
                         skipped = false;
@@ -232,9 +238,17 @@ internal sealed class TrainingRun
             }
 
             throughput.Add(options.BatchSize * options.GradientAccumulationSteps, clock.Elapsed - stepStart);
+            // Adafactor with relative_step reports its own learning rate, as sd-scripts' adafactor schedule does.
+            var effective = optimizer.EffectiveLearningRates.Count == learningRates.Count ? optimizer.EffectiveLearningRates.ToArray() : learningRates.ToArray();
+            double learningRate = ownLearningRate ? effective.FirstOrDefault() : options.LearningRate * multiplier;
             var progress = new TrainingProgress(state.Step, options.MaxSteps, state.Epoch, stepLoss, state.SmoothedLoss, learningRate,
                 throughput.ImagesPerSecond, clock.Elapsed, throughput.Remaining(options.MaxSteps - state.Step, options.BatchSize * options.GradientAccumulationSteps), skipped,
-                scaler?.Scale ?? 1.0) { DataWait = dataWait };
+                scaler?.Scale ?? 1.0)
+            {
+                LearningRates = ownLearningRate ? effective : learningRates.ToArray(),
+                EffectiveLearningRates = effective,
+                DataWait = dataWait,
+            };
             _progress?.Report(progress);
             tensorBoard?.Write(progress);
             await _observers.NotifyAsync(o => o.OnStepCompletedAsync(new StepCompletedEvent(progress) { Control = control })).ConfigureAwait(false);
@@ -363,7 +377,10 @@ internal sealed class TrainingRun
         static string Bool(bool value) => value ? "True" : "False";
         static string Optional(double? value) => value is { } v ? IO.PythonFloats.Repr(v) : "None";
         var loss = LossSettings.For(options);
-        yield return new("ss_lr_scheduler", LearningRateScheduleSettings.Name(options.LearningRateSchedule));
+        yield return new("ss_optimizer", OptimizerChoice.KohyaName(options.Optimizer, options.OptimizerArguments));
+        yield return new("ss_lr_scheduler", OptimizerChoice.OwnLearningRate(options.Optimizer, options.OptimizerArguments)
+            ? $"adafactor:{IO.PythonFloats.Repr(options.LearningRate)}"
+            : LearningRateScheduleSettings.Name(options.LearningRateSchedule));
         yield return new("ss_lr_warmup_steps", options.WarmupRatio is { } ratio && options.LearningRateSchedule != LearningRateSchedule.Constant
             ? IO.PythonFloats.Repr(ratio)
             : LearningRateScheduleSettings.EffectiveWarmupSteps(options).ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -427,7 +444,7 @@ internal sealed class TrainingRun
         await _observers.NotifyAsync(o => o.OnValidationImagesAsync(new ValidationImagesEvent(step, paths))).ConfigureAwait(false);
     }
 
-    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
+    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
         RunState state, string? previousCheckpoint)
     {
         EnsureFinite(network, optimizer, state.Step, previousCheckpoint, "the checkpoint was");
@@ -448,7 +465,7 @@ internal sealed class TrainingRun
         return path;
     }
 
-    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, AdamWOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
+    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
     {
         using var scope = NewDisposeScope();
         var trainerState = new TrainerState
@@ -458,6 +475,7 @@ internal sealed class TrainingRun
             EpochPosition = state.EpochPosition,
             SchedulerSteps = state.SchedulerSteps,
             OptimizerSteps = optimizer.StepCount,
+            Optimizer = _options.Optimizer,
             LossScale = scaler?.Scale ?? 1.0,
             LossScaleGoodSteps = scaler?.GoodSteps ?? 0,
             SmoothedLoss = state.SmoothedLoss,
@@ -480,7 +498,7 @@ internal sealed class TrainingRun
     }
 
     /// <summary>Refuses to write anything from LoRA or optimizer tensors that hold NaN or infinity.</summary>
-    private static void EnsureFinite(LoraNetwork network, AdamWOptimizer optimizer, long step, string? lastCheckpoint, string what)
+    private static void EnsureFinite(LoraNetwork network, ILoraOptimizer optimizer, long step, string? lastCheckpoint, string what)
     {
         var tensors = network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter)).Concat(optimizer.StateTensors()).ToList();
         var bad = GradientChecks.NonFinite(tensors);
@@ -502,9 +520,13 @@ internal sealed class TrainingRun
                 new OptionError(nameof(_options.ResumeFrom), resume.Directory,
                     $"the checkpoint was made with rank {s.Rank}, alpha {s.Alpha}, seed {s.Seed}; this run has rank {_options.Rank}, alpha {alpha}, seed {_options.Seed}"),
             });
+        var saved = s.Optimizer ?? OptimizerType.AdamW;
+        if (saved != _options.Optimizer)
+            throw new InvalidOptionsException(nameof(_options.ResumeFrom), resume.Directory,
+                $"the checkpoint holds {saved}'s state; this run's optimizer is {_options.Optimizer} (resume with the same optimizer)");
     }
 
-    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, AdamWOptimizer optimizer, LossScaler? scaler,
+    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, ILoraOptimizer optimizer, LossScaler? scaler,
         Generator noiseGenerator, RunState state)
     {
         using var scope = NewDisposeScope();
@@ -517,7 +539,9 @@ internal sealed class TrainingRun
             }
         }
 
-        optimizer.LoadState(resume.State.OptimizerSteps, resume.ReadOptimizerTensor);
+        // AdamW starts a moment it lacks from zero (as it always has); the other optimizers' state must all be there.
+        optimizer.LoadState(resume.State.OptimizerSteps, name => resume.ReadOptimizerTensor(name)
+            ?? (optimizer is AdamWOptimizer ? null : throw new InvalidModelFileException(resume.Directory, name, "the checkpoint lacks this optimizer state")));
         noiseGenerator.set_state(resume.NoiseGeneratorState);
         set_rng_state(resume.GlobalRngState);
         scaler?.Restore(resume.State.LossScale, resume.State.LossScaleGoodSteps);

@@ -156,6 +156,12 @@ internal sealed class TensorBoardLog(string directory) : IDisposable
         _writer.add_scalar("train/loss_smoothed", (float)progress.SmoothedLoss, step);
         _writer.add_scalar("train/learning_rate", (float)progress.LearningRate, step);
         _writer.add_scalar("train/data_wait_ms", (float)progress.DataWait.TotalMilliseconds, step);
+        // Per optimizer group (0: the UNet's LoRA, 1: the text encoder's), and the step size the update used (Prodigy's
+        // d x lr, Adafactor's own), as sd-scripts logs lr/<group> and lr/d*lr/<group>.
+        for (int i = 0; i < progress.LearningRates.Count; i++)
+            _writer.add_scalar($"train/learning_rate/group{i}", (float)progress.LearningRates[i], step);
+        for (int i = 0; i < progress.EffectiveLearningRates.Count; i++)
+            _writer.add_scalar($"train/effective_learning_rate/group{i}", (float)progress.EffectiveLearningRates[i], step);
     }
 
     public void Dispose()
