@@ -406,6 +406,17 @@ public sealed class LoraTrainingBuilder
     /// <param name="maxEpochs">At least 1.</param>
     public LoraTrainingBuilder WithMaxEpochs(int maxEpochs) => Set(o => o with { MaxEpochs = maxEpochs });
 
+    /// <summary>
+    /// Keep an exponential moving average of the LoRA weights (diffusers' EMAModel; OneTrainer's and SimpleTuner's EMA) and
+    /// write it as <c>lora_kohya-ema.safetensors</c> beside the trained weights' files.
+    /// </summary>
+    /// <param name="decay">The largest decay, between 0 and 1 (e.g. 0.999).</param>
+    /// <param name="updateEvery">Update it every this many optimizer steps.</param>
+    /// <param name="warmup">diffusers' <c>use_ema_warmup</c> decay curve.</param>
+    /// <param name="emaFilesOnly">Write only the EMA files.</param>
+    public LoraTrainingBuilder WithLoraEma(double decay, int updateEvery = 1, bool warmup = false, bool emaFilesOnly = false) =>
+        Set(o => o with { LoraEmaDecay = decay, LoraEmaUpdateEvery = updateEvery, LoraEmaWarmup = warmup, LoraEmaOnly = emaFilesOnly });
+
     /// <summary>Also save a checkpoint at the end of every n-th epoch (<c>--save_every_n_epochs</c>).</summary>
     /// <param name="epochs">At least 1.</param>
     public LoraTrainingBuilder WithCheckpointEveryNEpochs(int epochs) => Set(o => o with { SaveEveryNEpochs = epochs });

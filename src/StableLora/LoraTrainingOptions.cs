@@ -50,6 +50,26 @@ public sealed record LoraTrainingOptions
     /// </summary>
     public IReadOnlyDictionary<string, string> OptimizerArguments { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>
+    /// Keep an exponential moving average of the LoRA weights with this decay (diffusers' <c>EMAModel</c>, as OneTrainer
+    /// and SimpleTuner offer it; e.g. 0.999) and write it beside the trained weights as <c>lora_kohya-ema.safetensors</c>
+    /// (and <c>lora_weights-ema.pt</c>); null: no EMA.
+    /// </summary>
+    public double? LoraEmaDecay { get; init; }
+
+    /// <summary>Update the EMA every this many optimizer steps (OneTrainer's <c>ema_update_step_interval</c>).</summary>
+    /// <value>The default value is 1.</value>
+    public int LoraEmaUpdateEvery { get; init; } = 1;
+
+    /// <summary>
+    /// diffusers' <c>use_ema_warmup</c>: the decay grows as 1 - (1 + step)^(-2/3) instead of (1 + step) / (10 + step),
+    /// up to <see cref="LoraEmaDecay"/>.
+    /// </summary>
+    public bool LoraEmaWarmup { get; init; }
+
+    /// <summary>Write only the EMA files (<c>-ema</c>), not the trained weights' (which checkpoints still hold).</summary>
+    public bool LoraEmaOnly { get; init; }
+
     /// <summary>Optimizer steps to train for.</summary>
     /// <value>The default value is 1000.</value>
     public int MaxSteps { get; init; } = Defaults.MaxSteps;
@@ -591,6 +611,10 @@ public sealed record LoraTrainingOptions
         check(MaxEpochs is null || MaxEpochs >= 1, nameof(MaxEpochs), MaxEpochs, "must be at least 1");
         check(RegularizationDirectory is null || System.IO.Directory.Exists(RegularizationDirectory), nameof(RegularizationDirectory), RegularizationDirectory,
             "the folder does not exist");
+        check(LoraEmaDecay is null || LoraEmaDecay is > 0 and < 1, nameof(LoraEmaDecay), LoraEmaDecay, "must be between 0 and 1 (e.g. 0.999)");
+        check(LoraEmaUpdateEvery >= 1, nameof(LoraEmaUpdateEvery), LoraEmaUpdateEvery, "must be at least 1");
+        check(!LoraEmaWarmup || LoraEmaDecay is not null, nameof(LoraEmaWarmup), LoraEmaWarmup, "needs LoraEmaDecay");
+        check(!LoraEmaOnly || LoraEmaDecay is not null, nameof(LoraEmaOnly), LoraEmaOnly, "needs LoraEmaDecay");
         check(SaveEveryNEpochs >= 0, nameof(SaveEveryNEpochs), SaveEveryNEpochs, "must not be negative (0: off)");
         check(PriorLossWeight >= 0 && double.IsFinite(PriorLossWeight), nameof(PriorLossWeight), PriorLossWeight, "must be 0 or a positive number");
         check(MaskDirectory is null || MaskedLoss, nameof(MaskDirectory), MaskDirectory, "needs MaskedLoss");

@@ -69,7 +69,17 @@ public sealed record TrainingResult(
     double AverageLoss,
     TimeSpan Elapsed,
     bool Cancelled,
-    string? LastCheckpointPath);
+    string? LastCheckpointPath)
+{
+    /// <summary>
+    /// With an EMA of the LoRA weights (<see cref="LoraTrainingOptions.LoraEmaDecay"/>): its kohya file
+    /// (<c>lora_kohya-ema.safetensors</c>); else null.
+    /// </summary>
+    public string? EmaKohyaWeightsPath { get; init; }
+
+    /// <summary>With an EMA: its file in diffusers' attention-processor format (<c>lora_weights-ema.pt</c>) when that format can hold the network; else null.</summary>
+    public string? EmaWeightsPath { get; init; }
+}
 
 /// <summary>Training has started.</summary>
 /// <param name="Options">The options after defaults and resolution (device, paths).</param>

@@ -22,6 +22,10 @@ internal sealed class TrainCommand
         Description = "Optimizer arguments as key=value (sd-scripts' --optimizer_args), e.g. decouple=True weight_decay=0.01 betas=0.9,0.99",
         AllowMultipleArgumentsPerToken = true,
     };
+    private readonly Option<double?> _loraEmaDecay = Parsing.Option<double?>("--lora-ema-decay", "Keep an EMA of the LoRA weights with this decay (e.g. 0.999) and write lora_kohya-ema.safetensors too");
+    private readonly Option<int?> _loraEmaEvery = Parsing.Option<int?>("--lora-ema-every", "Update the EMA every n optimizer steps (default 1)");
+    private readonly Option<bool> _loraEmaWarmup = Parsing.Option<bool>("--lora-ema-warmup", "diffusers' EMA warm-up: decay 1 - (1 + step)^(-2/3), up to --lora-ema-decay");
+    private readonly Option<bool> _loraEmaOnly = Parsing.Option<bool>("--lora-ema-only", "Write only the EMA's LoRA files");
     private readonly Option<int?> _maxSteps = Parsing.Option<int?>("--max-steps", "Optimizer steps (default 1000)");
     private readonly Option<int?> _warmupSteps = Parsing.Option<int?>("--warmup-steps", "Warm-up steps of the learning-rate schedule (default 100)");
     private readonly Option<string?> _lrScheduler = Parsing.Option<string?>("--lr-scheduler",
@@ -99,7 +103,7 @@ internal sealed class TrainCommand
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("train", "Train a LoRA (no --model and --data: the built-in demo on a tiny model and generated sketches)");
-        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _optimizer, _optimizerArgs, _maxSteps, _warmupSteps,
+        foreach (var option in new Option[] { _model, _data, _caption, _captionFiles, _output, _resolution, _batchSize, _learningRate, _optimizer, _optimizerArgs, _loraEmaDecay, _loraEmaEvery, _loraEmaWarmup, _loraEmaOnly, _maxSteps, _warmupSteps,
                      _lrScheduler, _lrWarmupRatio, _lrCycles, _lrPower, _lrEnd, _lossType, _huberC, _huberSchedule, _debiasedEstimation, _ipNoiseGamma, _zeroTerminalSnr,
                      _vPredLikeLoss, _rank, _alpha,
                      _targets, _convRank, _convAlpha, _trainTextEncoder, _textEncoderLearningRate, _unetLearningRate,
@@ -136,6 +140,8 @@ internal sealed class TrainCommand
         if (training.WeightsPath is not null)
             Console.WriteLine($"LoRA: {training.WeightsPath} (the seed's format; torch.load reads it)");
         Console.WriteLine($"{(training.WeightsPath is null ? "LoRA: " : "      ")}{training.KohyaWeightsPath} (kohya: AUTOMATIC1111 / ComfyUI / sd-scripts)");
+        if (training.EmaKohyaWeightsPath is not null && training.EmaKohyaWeightsPath != training.KohyaWeightsPath)
+            Console.WriteLine($"EMA:  {training.EmaKohyaWeightsPath}");
         return training.Cancelled ? ExitCodes.Cancelled : ExitCodes.Success;
 
         LoraTrainingBuilder Apply(LoraTrainingBuilder b) => ApplyOptions(b, result);
@@ -193,6 +199,10 @@ internal sealed class TrainCommand
             Resolution = Get(_resolution) ?? o.Resolution,
             BatchSize = Get(_batchSize) ?? o.BatchSize,
             LearningRate = Get(_learningRate) ?? o.LearningRate,
+            LoraEmaDecay = Get(_loraEmaDecay) ?? o.LoraEmaDecay,
+            LoraEmaUpdateEvery = Get(_loraEmaEvery) ?? o.LoraEmaUpdateEvery,
+            LoraEmaWarmup = result.GetValue(_loraEmaWarmup) || o.LoraEmaWarmup,
+            LoraEmaOnly = result.GetValue(_loraEmaOnly) || o.LoraEmaOnly,
             MaxSteps = Get(_maxSteps) ?? o.MaxSteps,
             WarmupSteps = Get(_warmupSteps) ?? o.WarmupSteps,
             WarmupRatio = Get(_lrWarmupRatio) ?? (Get(_warmupSteps) is null ? o.WarmupRatio : null),

@@ -34,6 +34,7 @@ internal sealed class CheckpointStore
     private const string OldInfix = ".old-";
     private const string LoraParameterPrefix = "lora.";
     private const string OptimizerPrefix = "optimizer.";
+    private const string EmaPrefix = "ema.";
     private const string GeneratorKey = "rng.noise_generator";
     private const string GlobalRngKey = "rng.torch_global";
 
@@ -118,6 +119,8 @@ internal sealed class CheckpointStore
             var tensors = new List<KeyValuePair<string, Tensor>>();
             tensors.AddRange(checkpoint.LoraParameters.Select(p => new KeyValuePair<string, Tensor>(LoraParameterPrefix + p.Key, p.Value)));
             tensors.AddRange(checkpoint.OptimizerState.Select(p => new KeyValuePair<string, Tensor>(OptimizerPrefix + p.Key, p.Value)));
+            if (checkpoint.EmaState is { } ema)
+                tensors.AddRange(ema.Select(p => new KeyValuePair<string, Tensor>(EmaPrefix + p.Key, p.Value)));
             tensors.Add(new(GeneratorKey, checkpoint.NoiseGeneratorState));
             tensors.Add(new(GlobalRngKey, checkpoint.GlobalRngState));
             SafetensorsWriter.Write(Path.Combine(temporary, StateFile), tensors);
@@ -148,7 +151,7 @@ internal sealed class CheckpointStore
         var state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(directory, TrainerStateFile)), Json)
                     ?? throw new InvalidModelFileException(Path.Combine(directory, TrainerStateFile), null, "empty trainer state");
         var reader = SafetensorsReader.Open(Path.Combine(directory, StateFile));
-        return new LoadedCheckpoint(directory, state, reader, LoraParameterPrefix, OptimizerPrefix, GeneratorKey, GlobalRngKey);
+        return new LoadedCheckpoint(directory, state, reader, LoraParameterPrefix, OptimizerPrefix, GeneratorKey, GlobalRngKey, EmaPrefix);
     }
 
     private static void ReplaceDirectory(string source, string target)
@@ -211,7 +214,8 @@ internal sealed record Checkpoint(
     IReadOnlyList<KeyValuePair<string, Tensor>> OptimizerState,
     Tensor NoiseGeneratorState,
     Tensor GlobalRngState,
-    LoraExportMetadata? KohyaMetadata = null);
+    LoraExportMetadata? KohyaMetadata = null,
+    IReadOnlyList<KeyValuePair<string, Tensor>>? EmaState = null);
 
 /// <summary>The scalar state of a run at a checkpoint.</summary>
 internal sealed record TrainerState
@@ -224,6 +228,9 @@ internal sealed record TrainerState
 
     /// <summary>The optimizer whose state the checkpoint holds; null in checkpoints from before there was a choice (AdamW).</summary>
     public OptimizerType? Optimizer { get; init; }
+
+    /// <summary>With an EMA of the LoRA weights: its update count (its weights are in the state file); null: no EMA.</summary>
+    public long? EmaUpdates { get; init; }
     public double LossScale { get; init; }
     public int LossScaleGoodSteps { get; init; }
     public double SmoothedLoss { get; init; }
@@ -236,7 +243,7 @@ internal sealed record TrainerState
 
 /// <summary>A checkpoint opened for resuming; tensors are read on demand.</summary>
 internal sealed class LoadedCheckpoint(string directory, TrainerState state, SafetensorsReader reader,
-    string loraPrefix, string optimizerPrefix, string generatorKey, string globalRngKey) : IDisposable
+    string loraPrefix, string optimizerPrefix, string generatorKey, string globalRngKey, string emaPrefix) : IDisposable
 {
     public string Directory { get; } = directory;
 
@@ -273,6 +280,9 @@ internal sealed class LoadedCheckpoint(string directory, TrainerState state, Saf
 
         return null;
     }
+
+    /// <summary>An EMA weight by its LoRA parameter's name, or null.</summary>
+    public Tensor? ReadEmaTensor(string name) => Read(emaPrefix + name);
 
     public Tensor NoiseGeneratorState => Read(generatorKey) ?? throw new InvalidModelFileException(reader.Path, generatorKey, "missing from the checkpoint");
 

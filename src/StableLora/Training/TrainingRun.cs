@@ -34,6 +34,7 @@ internal sealed class TrainingRun
     private readonly TrainingHooks _hooks;
     private readonly HubOptions _hub;
     private int _imageCount;
+    private LoraEma? _ema;
 
     public TrainingRun(LoraTrainingOptions options, IImageDataset? dataset, ILogger logger, IProgress<TrainingProgress>? progress,
         IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null, HubOptions? hub = null)
@@ -122,6 +123,14 @@ internal sealed class TrainingRun
         var state = new RunState();
         if (resume is not null)
             Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
+        using var ema = _ema = options.LoraEmaDecay is { } emaDecay ? new LoraEma(parameters, new EmaSettings(emaDecay, options.LoraEmaWarmup)) : null;
+        if (ema is not null && resume is not null)
+        {
+            if (resume.State.EmaUpdates is not { } emaUpdates)
+                throw new InvalidOptionsException(nameof(options.LoraEmaDecay), options.LoraEmaDecay,
+                    $"the checkpoint {resume.Directory} was made without an EMA of the LoRA weights, so this run cannot continue one (resume without LoraEmaDecay, or start afresh)");
+            ema.LoadState(emaUpdates, resume.ReadEmaTensor, resume.Directory);
+        }
         var lossParameters = parameters.Select(p => p.Parameter).ToList();
         var step = new LoraStep(model.Unet, model.Vae, noiseScheduler, prediction,
             new LoraStepSettings(options.NoiseOffset, options.MinSnrGamma, options.MaxGradNorm, options.IpNoiseGamma, LossSettings.For(options)), lossParameters, optimizer, scaler,
@@ -228,6 +237,8 @@ internal sealed class TrainingRun
             }
 
             state.Step++;
+            if (ema is not null && state.Step % options.LoraEmaUpdateEvery == 0)
+                ema.Update();
             reportStep(state.Step);
             if (double.IsFinite(stepLoss))
             {
@@ -299,23 +310,36 @@ internal sealed class TrainingRun
 
         _hooks.TrainingFinished?.Invoke(model);
         EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the final LoRA files were");
-        var (weightsPath, kohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
+        var (weightsPath, kohyaPath, emaWeightsPath, emaKohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
         var result = new TrainingResult(weightsPath ?? kohyaPath, weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
-            clock.Elapsed, Cancelled: false, lastCheckpoint);
+            clock.Elapsed, Cancelled: false, lastCheckpoint)
+        {
+            EmaWeightsPath = emaWeightsPath,
+            EmaKohyaWeightsPath = emaKohyaPath,
+        };
         await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(result))).ConfigureAwait(false);
         return result;
     }
 
     /// <summary>
-    /// Writes <c>lora_kohya.safetensors</c> and, when the seed's format can hold the network, <c>lora_weights.pt</c>;
-    /// otherwise a <c>lora_weights.pt</c> left by an earlier run in the same folder is removed, so that it cannot be
-    /// taken for this run's LoRA.
+    /// Writes the trained weights as <c>lora_kohya.safetensors</c> and, when the seed's format can hold the network,
+    /// <c>lora_weights.pt</c>; with an EMA, its weights as <c>lora_kohya-ema.safetensors</c> (and <c>lora_weights-ema.pt</c>)
+    /// too, or only those. A seed-format file left by an earlier run that this network cannot be written as is removed,
+    /// so that it cannot be taken for this run's LoRA. Returns the main files: the EMA's when only they are written.
     /// </summary>
-    private (string? Weights, string Kohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
+    private (string? Weights, string Kohya, string? EmaWeights, string? EmaKohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
+    {
+        (string? Weights, string Kohya)? trained = _options.LoraEmaOnly ? null : SaveFiles(network, state, imageCount, lastCheckpoint, "");
+        (string? Weights, string Kohya)? ema = _ema is null ? null : _ema.WithEmaWeights(() => SaveFiles(network, state, imageCount, lastCheckpoint, "-ema"));
+        var main = trained ?? ema!.Value;
+        return (main.Weights, main.Kohya, ema?.Weights, ema?.Kohya);
+    }
+
+    private (string? Weights, string Kohya) SaveFiles(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint, string suffix)
     {
         using var scope = NewDisposeScope();
-        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, CheckpointStore.LoraFile));
-        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, CheckpointStore.KohyaLoraFile));
+        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, WithSuffix(CheckpointStore.LoraFile, suffix)));
+        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, WithSuffix(CheckpointStore.KohyaLoraFile, suffix)));
         var modules = network.ToModuleWeights();
         string? seedFormatProblem = IO.LoraFileWriter.CannotHoldInSeedFormat(modules);
         string target = weights;
@@ -347,6 +371,9 @@ internal sealed class TrainingRun
         Log.FinalWeightsSaved(_logger, seedFormatProblem is null ? $"{weights} and {kohya}" : kohya);
         return (seedFormatProblem is null ? weights : null, kohya);
     }
+
+    /// <summary><c>lora_kohya.safetensors</c> with <c>-ema</c>: <c>lora_kohya-ema.safetensors</c>.</summary>
+    private static string WithSuffix(string file, string suffix) => Path.GetFileNameWithoutExtension(file) + suffix + Path.GetExtension(file);
 
     private LoraExportMetadata KohyaMetadata(RunState state, int imageCount)
     {
@@ -476,6 +503,7 @@ internal sealed class TrainingRun
             SchedulerSteps = state.SchedulerSteps,
             OptimizerSteps = optimizer.StepCount,
             Optimizer = _options.Optimizer,
+            EmaUpdates = _ema?.Updates,
             LossScale = scaler?.Scale ?? 1.0,
             LossScaleGoodSteps = scaler?.GoodSteps ?? 0,
             SmoothedLoss = state.SmoothedLoss,
@@ -486,7 +514,7 @@ internal sealed class TrainingRun
         };
         var checkpoint = new Checkpoint(trainerState, _options, network.ToModuleWeights(),
             network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
-            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state(), KohyaMetadata(state, _imageCount));
+            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state(), KohyaMetadata(state, _imageCount), _ema?.StateTensors());
         return store.Save(checkpoint, _options.KeepLastCheckpoints);
     }
 
@@ -497,10 +525,11 @@ internal sealed class TrainingRun
             throw new TrainingFailedException(step, images, $"the training observer {failure.Observer} threw: {failure.Error.Message}", lastCheckpoint, failure.Error);
     }
 
-    /// <summary>Refuses to write anything from LoRA or optimizer tensors that hold NaN or infinity.</summary>
-    private static void EnsureFinite(LoraNetwork network, ILoraOptimizer optimizer, long step, string? lastCheckpoint, string what)
+    /// <summary>Refuses to write anything from LoRA, optimizer or EMA tensors that hold NaN or infinity.</summary>
+    private void EnsureFinite(LoraNetwork network, ILoraOptimizer optimizer, long step, string? lastCheckpoint, string what)
     {
-        var tensors = network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter)).Concat(optimizer.StateTensors()).ToList();
+        var tensors = network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter)).Concat(optimizer.StateTensors())
+            .Concat(_ema?.StateTensors().Select(e => new KeyValuePair<string, Tensor>("ema." + e.Key, e.Value)) ?? Enumerable.Empty<KeyValuePair<string, Tensor>>()).ToList();
         var bad = GradientChecks.NonFinite(tensors);
         if (bad.Count > 0)
             throw new TrainingFailedException(step, Array.Empty<string>(),
