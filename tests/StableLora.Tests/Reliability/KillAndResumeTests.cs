@@ -71,7 +71,7 @@ public sealed class KillAndResumeTests(ITestOutputHelper output)
             };
             Assert.True(killedInTime, $"kill {kill} ({moment}): the run ended before it could be killed ({process.Output}); raise maxSteps");
             moments[moment] = moments.GetValueOrDefault(moment) + 1;
-            if (HasTemporaryCheckpoint(killed) || Directory.EnumerateFiles(killed, ".*.tmp").Any())
+            if (HasTemporaryCheckpoint(killed) || (Directory.Exists(killed) && Directory.EnumerateFiles(killed, ".*.tmp").Any()))
                 killsLeavingTemporaries++;
             long latestAfter = AssertEveryCheckpointIsComplete(killed);
             Assert.True(latestAfter >= latestBefore, $"kill {kill}: the latest checkpoint went back from step {latestBefore} to {latestAfter}");
