@@ -421,6 +421,16 @@ public sealed class LoraTrainingBuilder
     /// <param name="epochs">At least 1.</param>
     public LoraTrainingBuilder WithCheckpointEveryNEpochs(int epochs) => Set(o => o with { SaveEveryNEpochs = epochs });
 
+    /// <summary>
+    /// Reads sd-scripts' dataset config (<c>--dataset_config</c>: TOML, or the same structure in JSON) into these
+    /// options: <c>[general]</c>, one <c>[[datasets]]</c> (resolution, batch size, buckets) and its
+    /// <c>[[datasets.subsets]]</c> (image_dir, num_repeats, class_tokens, is_reg, caption and augmentation settings).
+    /// Relative folders are taken from the file's folder. Later builder calls override what it sets.
+    /// </summary>
+    /// <param name="path">The <c>.toml</c> or <c>.json</c> file.</param>
+    /// <exception cref="InvalidOptionsException">The file cannot be read, or a key or value is wrong (each named with the file).</exception>
+    public LoraTrainingBuilder WithDatasetConfig(string path) => Set(o => Configuration.DatasetConfigFile.Apply(o, path));
+
     /// <summary>DreamBooth-style prior preservation (<c>--reg_data_dir</c>, <c>--prior_loss_weight</c>): class images mixed into every epoch, their loss weighted.</summary>
     /// <param name="directory">The regularisation images: <c>&lt;repeats&gt;_&lt;class&gt;</c> sub-folders or a plain folder.</param>
     /// <param name="priorLossWeight">Their loss weight (training images weigh 1).</param>

@@ -270,6 +270,13 @@ public sealed record LoraTrainingOptions
     public int? MaxEpochs { get; init; }
 
     /// <summary>
+    /// The dataset as separate folders, each with its repeats and class caption (sd-scripts' dataset config subsets;
+    /// <see cref="LoraTrainingBuilder.WithDatasetConfig"/> reads them from a file). When it holds training folders, they
+    /// are the dataset instead of <see cref="DataDirectory"/>; its regularisation folders act as <see cref="RegularizationDirectory"/>.
+    /// </summary>
+    public IReadOnlyList<DatasetSubset> Subsets { get; init; } = Array.Empty<DatasetSubset>();
+
+    /// <summary>
     /// A folder of regularisation (class) images for DreamBooth-style prior preservation (sd-scripts' <c>reg_data_dir</c>):
     /// laid out as <c>&lt;repeats&gt;_&lt;class&gt;</c> sub-folders or a plain folder of images. They are mixed into the
     /// epochs as sd-scripts does (repeated until they match the training images' count) and their loss is weighted by
@@ -489,7 +496,7 @@ public sealed record LoraTrainingOptions
                 SingleFile.OriginalConfigFile, "the file does not exist");
         }
 
-        if (!hasDatasetObject)
+        if (!hasDatasetObject && !(Subsets ?? Array.Empty<DatasetSubset>()).Any(s => !s.IsRegularization))
         {
             Check(!string.IsNullOrWhiteSpace(DataDirectory), nameof(DataDirectory), DataDirectory, "a folder of training images (or a dataset object) is needed");
             if (!string.IsNullOrWhiteSpace(DataDirectory))
@@ -609,6 +616,15 @@ public sealed record LoraTrainingOptions
         check(CaptionTagDropoutRate is >= 0 and <= 1, nameof(CaptionTagDropoutRate), CaptionTagDropoutRate, "must be between 0 and 1");
         check(CaptionDropoutEveryNEpochs >= 0, nameof(CaptionDropoutEveryNEpochs), CaptionDropoutEveryNEpochs, "must not be negative (0: never)");
         check(MaxEpochs is null || MaxEpochs >= 1, nameof(MaxEpochs), MaxEpochs, "must be at least 1");
+        foreach (var (subset, i) in (Subsets ?? Array.Empty<DatasetSubset>()).Select((s, i) => (s, i)))
+        {
+            check(subset is not null && !string.IsNullOrWhiteSpace(subset.ImageDirectory) && System.IO.Directory.Exists(subset.ImageDirectory),
+                $"{nameof(Subsets)}[{i}].{nameof(DatasetSubset.ImageDirectory)}", subset?.ImageDirectory, "the folder does not exist");
+            check(subset is null || subset.Repeats >= 1, $"{nameof(Subsets)}[{i}].{nameof(DatasetSubset.Repeats)}", subset?.Repeats, "must be at least 1");
+        }
+
+        check(RegularizationDirectory is null || !(Subsets ?? Array.Empty<DatasetSubset>()).Any(s => s.IsRegularization), nameof(RegularizationDirectory), RegularizationDirectory,
+            "the subsets already name regularisation folders: give one or the other");
         check(RegularizationDirectory is null || System.IO.Directory.Exists(RegularizationDirectory), nameof(RegularizationDirectory), RegularizationDirectory,
             "the folder does not exist");
         check(LoraEmaDecay is null || LoraEmaDecay is > 0 and < 1, nameof(LoraEmaDecay), LoraEmaDecay, "must be between 0 and 1 (e.g. 0.999)");

@@ -90,6 +90,7 @@ internal sealed class TrainCommand
     private readonly Option<int?> _maxEpochs = Parsing.Option<int?>("--max-epochs", "Train this many epochs instead of --max-steps");
     private readonly Option<bool> _cacheLatentsToDisk = Parsing.Option<bool>("--cache-latents-to-disk", "Cache latents on disk for later runs (beside the images, or in --latent-cache-dir)");
     private readonly Option<string?> _latentCacheDir = Parsing.Option<string?>("--latent-cache-dir", "With --cache-latents-to-disk: the cache folder");
+    private readonly Option<string?> _datasetConfig = Parsing.Option<string?>("--dataset-config", "sd-scripts' dataset config (TOML or JSON): [general], one [[datasets]] and its [[datasets.subsets]] (instead of --data)");
     private readonly Option<int?> _saveEveryNEpochs = Parsing.Option<int?>("--save-every-n-epochs", "Also save a checkpoint at the end of every n-th epoch");
     private readonly Option<string?> _regData = Parsing.Option<string?>("--reg-data", "Regularisation (class) images: <repeats>_<class> sub-folders or a plain folder (sd-scripts' --reg_data_dir)");
     private readonly Option<double?> _priorLossWeight = Parsing.Option<double?>("--prior-loss-weight", "Loss weight of regularisation images (default 1)");
@@ -98,7 +99,7 @@ internal sealed class TrainCommand
 
     private Option[] DatasetOptions => new Option[] { _enableBucket, _minBucketReso, _maxBucketReso, _bucketResoSteps, _bucketNoUpscale, _captionExtension, _shuffleCaption,
         _keepTokens, _keepTokensSeparator, _captionDropoutRate, _captionTagDropoutRate, _captionDropoutEveryNEpochs, _captionPrefix, _captionSuffix, _maxEpochs,
-        _cacheLatentsToDisk, _latentCacheDir, _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
+        _datasetConfig, _cacheLatentsToDisk, _latentCacheDir, _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
 
     public Command Build(Option<bool> verbose)
     {
@@ -121,12 +122,16 @@ internal sealed class TrainCommand
     {
         string? model = result.GetValue(_model);
         string? data = result.GetValue(_data);
-        if (model is null && data is null)
+        bool hasConfig = result.GetValue(_datasetConfig) is not null;
+        if (model is null && data is null && !hasConfig)
             return await Demo.RunAsync(result.GetValue(_output)!, Apply, logger, cancellationToken).ConfigureAwait(false);
-        if (model is null || data is null)
-            throw new ArgumentException(model is null ? "--data needs --model (omit both for the built-in demo)" : "--model needs --data (omit both for the built-in demo)");
+        if (model is null || (data is null && !hasConfig))
+            throw new ArgumentException(model is null ? "--data needs --model (omit both for the built-in demo)" : "--model needs --data or --dataset-config (omit both for the built-in demo)");
 
-        var builder = Apply(LoraTrainingBuilder.FromPretrained(model).WithDataset(data).WithOutputDirectory(result.GetValue(_output)!))
+        var start = LoraTrainingBuilder.FromPretrained(model);
+        if (data is not null)
+            start = start.WithDataset(data);
+        var builder = Apply(start.WithOutputDirectory(result.GetValue(_output)!))
             .WithSingleFileOptions(_modelSource.SingleFile(result))
             .WithHubOptions(_modelSource.Hub(result))
             .WithLogger(logger);
@@ -148,7 +153,8 @@ internal sealed class TrainCommand
     }
 
     /// <summary>The dataset flags (buckets, captions, epochs) the user gave.</summary>
-    private LoraTrainingBuilder ApplyDatasetOptions(LoraTrainingBuilder builder, ParseResult result) => builder.WithOptions(o => o with
+    private LoraTrainingBuilder ApplyDatasetOptions(LoraTrainingBuilder builder, ParseResult result) =>
+        (result.GetValue(_datasetConfig) is { } config ? builder.WithDatasetConfig(config) : builder).WithOptions(o => o with
     {
         EnableBucket = result.GetValue(_enableBucket) || o.EnableBucket,
         MinBucketReso = result.GetValue(_minBucketReso) ?? o.MinBucketReso,

@@ -32,20 +32,60 @@ public sealed class KohyaFolderDataset : IImageDataset
             throw new DirectoryNotFoundException($"{directory}: the dataset folder does not exist");
         Directory = Path.GetFullPath(directory);
         _captionExtension = NormaliseExtension(captionExtension);
-        var subsets = new List<KohyaSubset>();
-        foreach (var folder in System.IO.Directory.EnumerateDirectories(Directory).OrderBy(f => f, StringComparer.Ordinal))
+        var folders = System.IO.Directory.EnumerateDirectories(Directory).OrderBy(f => f, StringComparer.Ordinal)
+            .Select(f => (Folder: f, Parsed: ParseName(Path.GetFileName(f))))
+            .Where(f => f.Parsed is not null)
+            .Select(f => (f.Folder, f.Parsed!.Value.Repeats, f.Parsed.Value.ClassCaption));
+        Subsets = AddSubsets(folders);
+        if (_images.Count == 0)
+            throw new InvalidDataException($"{directory}: no <repeats>_<name> sub-folder holds images ({string.Join(", ", ImageFiles.Extensions)})");
+    }
+
+    /// <summary>Subsets named one by one (a dataset description file's), each folder with its own repeats and class caption.</summary>
+    private KohyaFolderDataset(IReadOnlyList<(string Folder, int Repeats, string ClassCaption)> subsets, string captionExtension)
+    {
+        _captionExtension = NormaliseExtension(captionExtension);
+        var full = subsets.Select(s => (Path.GetFullPath(s.Folder), s.Repeats, s.ClassCaption)).ToList();
+        Directory = full.Count == 1 ? full[0].Item1 : CommonParent(full.Select(s => s.Item1).ToList());
+        Subsets = AddSubsets(full);
+    }
+
+    /// <summary>A dataset of the given folders (sd-scripts' <c>[[datasets.subsets]]</c>), in the given order.</summary>
+    /// <exception cref="DirectoryNotFoundException">A folder does not exist.</exception>
+    internal static KohyaFolderDataset FromSubsets(IReadOnlyList<(string Folder, int Repeats, string ClassCaption)> subsets, string captionExtension)
+    {
+        foreach (var subset in subsets)
         {
-            if (ParseName(Path.GetFileName(folder)) is not { } parsed)
-                continue;
+            if (!System.IO.Directory.Exists(subset.Folder))
+                throw new DirectoryNotFoundException($"{subset.Folder}: the image folder does not exist");
+        }
+
+        var dataset = new KohyaFolderDataset(subsets, captionExtension);
+        if (dataset._images.Count == 0)
+            throw new InvalidDataException($"{string.Join(", ", subsets.Select(s => s.Folder))}: no images ({string.Join(", ", ImageFiles.Extensions)})");
+        return dataset;
+    }
+
+    private List<KohyaSubset> AddSubsets(IEnumerable<(string Folder, int Repeats, string ClassCaption)> folders)
+    {
+        var subsets = new List<KohyaSubset>();
+        foreach (var (folder, repeats, classCaption) in folders)
+        {
             var files = System.IO.Directory.EnumerateFiles(folder).Where(ImageFiles.HasImageExtension).OrderBy(f => f, StringComparer.Ordinal).ToList();
             foreach (var file in files)
                 _images.Add((file, subsets.Count));
-            subsets.Add(new KohyaSubset(folder, parsed.Repeats, parsed.ClassCaption, files.Count));
+            subsets.Add(new KohyaSubset(folder, repeats, classCaption, files.Count));
         }
 
-        Subsets = subsets;
-        if (_images.Count == 0)
-            throw new InvalidDataException($"{directory}: no <repeats>_<name> sub-folder holds images ({string.Join(", ", ImageFiles.Extensions)})");
+        return subsets;
+    }
+
+    private static string CommonParent(IReadOnlyList<string> folders)
+    {
+        string common = Path.GetDirectoryName(folders[0]) ?? folders[0];
+        while (folders.Any(f => !f.StartsWith(common.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar, StringComparison.Ordinal)))
+            common = Path.GetDirectoryName(common) ?? Path.GetPathRoot(common)!;
+        return common;
     }
 
     /// <summary>The data folder (full path).</summary>

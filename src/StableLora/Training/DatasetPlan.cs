@@ -152,7 +152,9 @@ internal sealed class DatasetPlan
 
     /// <summary>The data folder as a dataset: sd-scripts' <c>&lt;repeats&gt;_&lt;name&gt;</c> sub-folders when it is laid out so, else a plain image folder.</summary>
     public static IImageDataset OpenFolder(LoraTrainingOptions options) =>
-        !options.RecursiveDataset && KohyaFolderDataset.IsKohyaLayout(options.DataDirectory!)
+        options.Subsets.Any(s => !s.IsRegularization)
+            ? KohyaFolderDataset.FromSubsets(SubsetFolders(options, regularization: false), options.CaptionExtension)
+            : !options.RecursiveDataset && KohyaFolderDataset.IsKohyaLayout(options.DataDirectory!)
             ? new KohyaFolderDataset(options.DataDirectory!, options.CaptionExtension)
             : new ImageFolderDataset(options.DataDirectory!, options.RecursiveDataset, options.UseCaptionFiles, options.CaptionExtension);
 
@@ -165,15 +167,22 @@ internal sealed class DatasetPlan
     public static IImageDataset Compose(IImageDataset train, LoraTrainingOptions options)
     {
         var images = options.MaskedLoss ? new MaskedDataset(train, options.MaskDirectory) : train;
-        if (options.RegularizationDirectory is not { } regDirectory)
+        IImageDataset reg;
+        if (options.Subsets.Any(s => s.IsRegularization))
+            reg = KohyaFolderDataset.FromSubsets(SubsetFolders(options, regularization: true), options.CaptionExtension);
+        else if (options.RegularizationDirectory is { } regDirectory)
+            reg = KohyaFolderDataset.IsKohyaLayout(regDirectory)
+                ? new KohyaFolderDataset(regDirectory, options.CaptionExtension)
+                : new ImageFolderDataset(regDirectory, recursive: false, useCaptionFiles: true, options.CaptionExtension);
+        else
             return images;
-        IImageDataset reg = KohyaFolderDataset.IsKohyaLayout(regDirectory)
-            ? new KohyaFolderDataset(regDirectory, options.CaptionExtension)
-            : new ImageFolderDataset(regDirectory, recursive: false, useCaptionFiles: true, options.CaptionExtension);
         if (options.MaskedLoss && options.MaskDirectory is null)
             reg = new MaskedDataset(reg, null);
         return new RegularizedDataset(images, reg);
     }
+
+    private static List<(string Folder, int Repeats, string ClassCaption)> SubsetFolders(LoraTrainingOptions options, bool regularization) =>
+        options.Subsets.Where(s => s.IsRegularization == regularization).Select(s => (s.ImageDirectory, s.Repeats, s.ClassTokens ?? options.Caption)).ToList();
 
     /// <summary>
     /// sd-scripts' balancing of regularisation images against <paramref name="trainCount"/> training entries: the
