@@ -123,9 +123,10 @@ public sealed class DatasetConfigTests
         var random = new Random(2);
         foreach (var (dir, count) in new[] { ("char/close-ups", 2), ("char/full-body", 1), ("reg", 3) })
             for (int i = 0; i < count; i++)
-                WriteNoise(temp.File($"{dir}/{i}.png"), 48 + 16 * i, 64, random);
+                WriteNoise(temp.File($"{dir}/{i}.png"), 24 + 8 * i, 32, random);
         File.WriteAllText(temp.File("char/close-ups/0.txt"), "sks girl, smiling");
-        File.WriteAllText(temp.File("dataset.toml"), Toml.Replace("num_repeats = 10", "num_repeats = 2").Replace("num_repeats = 5", "num_repeats = 1"));
+        File.WriteAllText(temp.File("dataset.toml"), Toml.Replace("num_repeats = 10", "num_repeats = 2").Replace("num_repeats = 5", "num_repeats = 1")
+            .Replace("resolution = 64", "resolution = 32").Replace("min_bucket_reso = 32", "min_bucket_reso = 16"));
 
         var (code, _, error) = await CliRunner.RunAsync("train", "--model", FixturePaths.TinyPipeline, "--dataset-config", temp.File("dataset.toml"),
             "--output", temp.File("out"), "--max-epochs", "1", "--warmup-steps", "0", "--checkpoint-every", "0", "--device", "cpu", "--prior-loss-weight", "0.5");

@@ -79,18 +79,19 @@ public sealed class DatasetFlagsAndResumeTests
     public async Task EpochCheckpointsComeAtEpochEndsAndEveryStepReportsItsDataWait()
     {
         using var temp = new TempDirectory();
+        SketchImageGenerator.Generate(temp.File("sketches"), count: 5, size: 24, seed: 4);
         var progress = new List<TrainingProgress>();
         var result = await LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline)
             .WithOptions(o => o with
             {
-                DataDirectory = Photos, OutputDirectory = temp.File("out"), Resolution = 64, BatchSize = 4, GradientAccumulationSteps = 2, MaxEpochs = 3,
+                DataDirectory = temp.File("sketches"), OutputDirectory = temp.File("out"), Resolution = 16, BatchSize = 2, GradientAccumulationSteps = 2, MaxEpochs = 3,
                 WarmupSteps = 0, CheckpointEvery = 0, Device = "cpu", Seed = 1,
             })
             .WithCheckpointEveryNEpochs(2)
             .WithProgress(new SynchronousProgress<TrainingProgress>(progress.Add))
             .Build().TrainAsync();
 
-        // 10 photos in batches of 4: 3 batches an epoch, ceil(3 / 2) = 2 steps an epoch, 6 steps for 3 epochs (sd-scripts'
+        // 5 images in batches of 2: 3 batches an epoch, ceil(3 / 2) = 2 steps an epoch, 6 steps for 3 epochs (sd-scripts'
         // arithmetic). Micro-batches run on across epochs: the second epoch ends in step 3, the fourth in step 6, the last
         // step (whose files are the final ones, not a checkpoint).
         Assert.Equal(6, result.StepsCompleted);

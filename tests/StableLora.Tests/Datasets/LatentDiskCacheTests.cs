@@ -18,7 +18,7 @@ public sealed class LatentDiskCacheTests
         using var temp = new TempDirectory();
         var random = new Random(5);
         foreach (var name in new[] { "a", "b", "c" })
-            WriteNoise(temp.File($"data/{name}.png"), 72, 64, random);
+            WriteNoise(temp.File($"data/{name}.png"), 36, 32, random);
 
         var first = await Train(temp, "first", cacheDirectory: temp.File("cache"));
         Assert.Equal((0, 3), first.Counts);
@@ -30,18 +30,18 @@ public sealed class LatentDiskCacheTests
         var inMemory = await Train(temp, "memory", cacheDirectory: null, toDisk: false);
         Assert.Equal(Hash(first.Kohya), Hash(inMemory.Kohya));
 
-        WriteNoise(temp.File("data/b.png"), 72, 64, new Random(99));
+        WriteNoise(temp.File("data/b.png"), 36, 32, new Random(99));
         var edited = await Train(temp, "edited", cacheDirectory: temp.File("cache"));
         Assert.Equal((2, 1), edited.Counts);
 
-        var otherResolution = await Train(temp, "resolution", cacheDirectory: temp.File("cache"), resolution: 32);
+        var otherResolution = await Train(temp, "resolution", cacheDirectory: temp.File("cache"), resolution: 16);
         Assert.Equal((0, 3), otherResolution.Counts);
 
         // A file cut short by a kill (or any damage) is encoded again, not an error.
         string victim = Directory.GetFiles(temp.File("cache"), "*.latents.safetensors")[0];
         var bytes = File.ReadAllBytes(victim);
         File.WriteAllBytes(victim, bytes[..(bytes.Length / 2)]);
-        var repaired = await Train(temp, "repaired", cacheDirectory: temp.File("cache"), resolution: 32);
+        var repaired = await Train(temp, "repaired", cacheDirectory: temp.File("cache"), resolution: 16);
         Assert.Equal((2, 1), repaired.Counts);
     }
 
@@ -50,8 +50,8 @@ public sealed class LatentDiskCacheTests
     {
         using var temp = new TempDirectory();
         var random = new Random(8);
-        WriteNoise(temp.File("data/a.png"), 64, 64, random);
-        WriteNoise(temp.File("data/b.jpg"), 64, 80, random);
+        WriteNoise(temp.File("data/a.png"), 32, 32, random);
+        WriteNoise(temp.File("data/b.jpg"), 32, 40, random);
 
         var first = await Train(temp, "first", cacheDirectory: null, flip: true, steps: 6);
         Assert.True(first.Counts.Encoded is 3 or 4, $"{first.Counts}");
@@ -76,7 +76,7 @@ public sealed class LatentDiskCacheTests
     }
 
     private static async Task<(string Kohya, (int Reused, int Encoded) Counts)> Train(TempDirectory temp, string output, string? cacheDirectory, bool toDisk = true,
-        int resolution = 64, bool flip = false, int steps = 4)
+        int resolution = 24, bool flip = false, int steps = 4)
     {
         var logger = new ListLogger();
         var builder = LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline)
