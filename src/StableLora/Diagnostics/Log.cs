@@ -141,4 +141,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 41, Level = LogLevel.Warning, Message = "Latent cache: cannot write {Path} ({Reason}); latents are kept in memory only for the rest of this run")]
     public static partial void LatentCacheNotWritten(ILogger logger, string path, string reason);
+
+    [LoggerMessage(EventId = 42, Level = LogLevel.Warning, Message = "Resuming from {Checkpoint} with options that differ from the run that wrote it: {Changes}")]
+    public static partial void ResumedWithChangedOptions(ILogger logger, string checkpoint, string changes);
 }

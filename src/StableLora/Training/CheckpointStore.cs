@@ -154,6 +154,33 @@ internal sealed class CheckpointStore
         return new LoadedCheckpoint(directory, state, reader, LoraParameterPrefix, OptimizerPrefix, GeneratorKey, GlobalRngKey, EmaPrefix);
     }
 
+    /// <summary>
+    /// The options whose values differ between the run that wrote <paramref name="directory"/> (its
+    /// <c>options.json</c>) and <paramref name="now"/>, as "Name: old -> new"; empty when the file is missing or
+    /// unreadable (older checkpoints). Where to resume from and where to write are left out.
+    /// </summary>
+    public static IReadOnlyList<(string Option, string Before, string Now)> ChangedOptions(string directory, LoraTrainingOptions now)
+    {
+        System.Text.Json.Nodes.JsonObject? before;
+        try
+        {
+            before = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(directory, OptionsFile))) as System.Text.Json.Nodes.JsonObject;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+        {
+            return Array.Empty<(string, string, string)>();
+        }
+
+        if (before is null)
+            return Array.Empty<(string, string, string)>();
+        var current = (System.Text.Json.Nodes.JsonObject)System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(now, Json))!;
+        var ignored = new HashSet<string>(StringComparer.Ordinal) { nameof(LoraTrainingOptions.ResumeFrom), nameof(LoraTrainingOptions.OutputDirectory) };
+        return current.Where(p => !ignored.Contains(p.Key) && before.ContainsKey(p.Key))
+            .Select(p => (p.Key, Before: before[p.Key]?.ToJsonString() ?? "null", Now: p.Value?.ToJsonString() ?? "null"))
+            .Where(c => c.Before != c.Now)
+            .ToList();
+    }
+
     private static void ReplaceDirectory(string source, string target)
     {
         if (!Directory.Exists(target))

@@ -36,6 +36,14 @@ internal sealed class TrainingRun
     private int _imageCount;
     private LoraEma? _ema;
 
+    /// <summary>Options that shape the learning-rate schedule: changing one on resume bends the curve from the checkpoint on.</summary>
+    private static readonly HashSet<string> ScheduleOptions = new(StringComparer.Ordinal)
+    {
+        nameof(LoraTrainingOptions.MaxSteps), nameof(LoraTrainingOptions.MaxEpochs), nameof(LoraTrainingOptions.WarmupSteps), nameof(LoraTrainingOptions.WarmupRatio),
+        nameof(LoraTrainingOptions.LearningRate), nameof(LoraTrainingOptions.LearningRateSchedule), nameof(LoraTrainingOptions.LearningRateCycles),
+        nameof(LoraTrainingOptions.LearningRatePower), nameof(LoraTrainingOptions.LearningRateEnd),
+    };
+
     public TrainingRun(LoraTrainingOptions options, IImageDataset? dataset, ILogger logger, IProgress<TrainingProgress>? progress,
         IReadOnlyList<ITrainingObserver> observers, TrainingHooks? hooks = null, HubOptions? hub = null)
     {
@@ -99,6 +107,13 @@ internal sealed class TrainingRun
             Log.NoCheckpointYet(_logger, store.OutputDirectory);
         using var resume = resumeFolder is null ? null : store.Load(resumeFolder);
         CheckResumable(resume);
+        if (resume is not null)
+        {
+            var changed = CheckpointStore.ChangedOptions(resume.Directory, options);
+            if (changed.Count > 0)
+                Log.ResumedWithChangedOptions(_logger, resume.Directory, string.Join("; ", changed.Select(c =>
+                    $"{c.Option} {c.Before} -> {c.Now}{(ScheduleOptions.Contains(c.Option) ? " (the learning-rate schedule changes)" : "")}")));
+        }
 
         using var initGenerator = new Generator(options.Seed, CPU);
         using var network = LoraNetwork.Create(new AdaptableModels(model.Unet, options.TrainTextEncoder ? model.TextEncoder : null), options.NetworkOptions(), initGenerator);
