@@ -97,6 +97,6 @@ internal static class Parsing
         "pt" => LoraFileFormat.AttnProcs,
         "kohya" => LoraFileFormat.Kohya,
         "peft" => LoraFileFormat.Peft,
-        _ => throw new ArgumentException($"--format {text}: expected pt, kohya or peft"),
+        _ => throw new ArgumentException($"--format {text}: expected pt, kohya or peft (a LoRA), or single-file or diffusers (a model)"),
     };
 }
