@@ -40,6 +40,26 @@ public sealed record GenerationOptions
     public Tensor? InitialLatents { get; init; }
 
     /// <summary>
+    /// Image to image: start from this picture instead of pure noise, as diffusers' <c>StableDiffusionImg2ImgPipeline</c>
+    /// (its <c>image</c>) and AUTOMATIC1111's img2img do. The picture is mapped to [-1, 1], encoded with the VAE (a sample
+    /// of its latent distribution drawn from the seeded generator), noised to the timestep <see cref="Strength"/> selects,
+    /// and denoised from there. Without <see cref="Width"/> and <see cref="Height"/> the output has the picture's size
+    /// rounded down to a multiple of the VAE factor (as diffusers); a picture of another size is resized (Lanczos 3).
+    /// Cannot be combined with <see cref="InitialLatents"/>.
+    /// </summary>
+    public RgbImage? InitImage { get; init; }
+
+    /// <summary>
+    /// How much of <see cref="InitImage"/> is repainted, from 0 (exclusive) to 1: the last int(Steps * Strength) of the
+    /// Steps timesteps are run (diffusers' <c>strength</c>, A1111's "Denoising strength"); 1 starts from noise at the
+    /// first timestep and keeps little of the picture. Only with <see cref="InitImage"/>; null means 0.8, diffusers' default.
+    /// </summary>
+    public double? Strength { get; init; }
+
+    /// <summary>diffusers' default <c>strength</c>, used when <see cref="Strength"/> is null.</summary>
+    public const double DefaultStrength = 0.8;
+
+    /// <summary>
     /// LoRAs for this call only, applied after the generator's own (<see cref="StableDiffusionGeneratorBuilder.WithLora(string, double, double?)"/>)
     /// in this order: the images equal those of a generator built with all of them. Empty: only the generator's.
     /// </summary>

@@ -112,6 +112,7 @@ public sealed class StableDiffusionGenerator : IDisposable
                     $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}")
                 {
                     ClipSkip = options.ClipSkip,
+                    DenoisingStrength = options.InitImage is null ? null : options.Strength ?? GenerationOptions.DefaultStrength,
                 };
                 return new GenerationResult(images, seed, parameters);
             }
