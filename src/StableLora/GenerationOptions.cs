@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 namespace StableLora;
 
 /// <summary>
-/// The settings of one text-to-image call, with diffusers' <c>StableDiffusionPipeline</c> defaults. Everything is
+/// The settings of one text-to-image call (or image-to-image call, with <see cref="InitImage"/>), with diffusers'
+/// <c>StableDiffusionPipeline</c> defaults. Everything is
 /// checked when <see cref="StableDiffusionGenerator.Generate"/> is called, which throws an
 /// <see cref="InvalidOptionsException"/> naming every option that is out of range.
 /// </summary>
@@ -111,8 +112,9 @@ public enum LongPromptMode
 /// <summary>A snapshot of generation progress after each denoising step (one UNet evaluation).</summary>
 /// <param name="Step">UNet evaluations done (1 after the first); never more than <paramref name="TotalSteps"/>, and the last report of a call equals it.</param>
 /// <param name="TotalSteps">
-/// UNet evaluations in this call (<see cref="StableDiffusionGenerator.ModelEvaluationCount"/>): the steps asked for,
-/// except that PNDM, as in diffusers, makes one more from 2 steps on (and 9 more with Runge-Kutta warm-up steps).
+/// UNet evaluations in this call (<see cref="StableDiffusionGenerator.ModelEvaluationCount(int)"/>): the steps asked for,
+/// except that PNDM, as in diffusers, makes one more from 2 steps on (and 9 more with Runge-Kutta warm-up steps); image
+/// to image runs only the last of them (<see cref="StableDiffusionGenerator.ModelEvaluationCount(int, double)"/>).
 /// </param>
 /// <param name="Elapsed">Time since the call started.</param>
 public readonly record struct GenerationProgress(int Step, int TotalSteps, TimeSpan Elapsed)
