@@ -15,7 +15,8 @@ output_type='np'. Recorded per case (float32 unless noted):
   final_latents                 latents after the last step
   image           [N, H, W, 3]  output_type='np' in [0, 1]
   image_uint8     uint8         (image * 255).round(), as numpy_to_pil writes a PNG
-The strength edge cases that diffusers refuses are recorded with the exception it raises.
+The strength edge cases that diffusers refuses are recorded with the exception it raises, and a few PIL Lanczos resizes
+of random pictures (resize.<n>.input / .output, uint8 [H, W, 3]; sizes in cases.json "resizes").
 
 Usage, from the repository root (Debian's /usr/bin/python3 with python3-torch 1.13 and python3-pil; diffusers v0.21.4,
 transformers v4.32 and huggingface_hub sources on PYTHONPATH, plus a pure-Python safetensors stand-in, as in
@@ -172,6 +173,21 @@ def run_case(case, images, tensors):
     }
 
 
+# PIL's Lanczos resize (what VaeImageProcessor.resize does to a PIL image): random RGB pictures, shrinking, enlarging
+# and both at once; input and output uint8 [H, W, 3].
+RESIZES = [((25, 19), (24, 18)), ((37, 23), (32, 16)), ((13, 11), (24, 20)), ((64, 48), (16, 40)), ((9, 30), (8, 30))]
+
+
+def run_resizes(tensors):
+    rng = np.random.RandomState(2024)
+    for n, ((w, h), (nw, nh)) in enumerate(RESIZES):
+        pixels = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+        out = np.array(PIL.Image.fromarray(pixels, "RGB").resize((nw, nh), resample=PIL.Image.LANCZOS))
+        tensors[f"resize.{n}.input"] = torch.from_numpy(pixels)
+        tensors[f"resize.{n}.output"] = torch.from_numpy(np.ascontiguousarray(out))
+    return [{"index": n, "from": list(a), "to": list(b)} for n, (a, b) in enumerate(RESIZES)]
+
+
 def run_edge(case, images):
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(PIPELINE, safety_checker=None, feature_extractor=None,
                                                           requires_safety_checker=False)
@@ -194,11 +210,12 @@ def main():
         cases.append(run_case(case, images, tensors))
         print(case["id"], "done")
     edges = [run_edge(case, images) for case in EDGE]
+    resizes = run_resizes(tensors)
     save_file(tensors, os.path.join(OUT, "expected.safetensors"))
     versions = {"diffusers": diffusers.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
                 "numpy": np.__version__, "PIL": PIL.__version__, "python": platform.python_version()}
     with open(os.path.join(OUT, "cases.json"), "w") as f:
-        json.dump({"versions": versions, "cases": cases, "edge_cases": edges}, f, indent=1)
+        json.dump({"versions": versions, "cases": cases, "edge_cases": edges, "resizes": resizes}, f, indent=1)
         f.write("\n")
     print(json.dumps(versions))
     print(json.dumps(edges, indent=1))

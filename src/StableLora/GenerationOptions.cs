@@ -45,7 +45,8 @@ public sealed record GenerationOptions
     /// (its <c>image</c>) and AUTOMATIC1111's img2img do. The picture is mapped to [-1, 1], encoded with the VAE (a sample
     /// of its latent distribution drawn from the seeded generator), noised to the timestep <see cref="Strength"/> selects,
     /// and denoised from there. Without <see cref="Width"/> and <see cref="Height"/> the output has the picture's size
-    /// rounded down to a multiple of the VAE factor (as diffusers); a picture of another size is resized (Lanczos 3).
+    /// rounded down to a multiple of the VAE factor (as diffusers); a picture of another size is resized with PIL's
+    /// Lanczos filter, as diffusers resizes it.
     /// Cannot be combined with <see cref="InitialLatents"/>.
     /// </summary>
     public RgbImage? InitImage { get; init; }

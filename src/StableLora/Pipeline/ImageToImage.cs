@@ -1,8 +1,5 @@
 using StableLora.Layers;
 using StableLora.Schedulers;
-using SixLabors.ImageSharp;
-using SixLabors.ImageSharp.PixelFormats;
-using SixLabors.ImageSharp.Processing;
 using static TorchSharp.torch;
 
 namespace StableLora.Pipeline;
@@ -39,19 +36,14 @@ internal static class ImageToImage
 
     /// <summary>
     /// <c>VaeImageProcessor.preprocess</c> of a PIL image: resized to <paramref name="width"/> x <paramref name="height"/>
-    /// when its size differs (diffusers uses PIL's Lanczos; this is ImageSharp's Lanczos 3, close to it but not the same
-    /// to the last level), then float32 pixel / 255, then 2 x - 1: [1, 3, height, width] on the CPU.
+    /// when its size differs (PIL's Lanczos, <see cref="PilLanczos"/>), then float32 pixel / 255, then 2 x - 1:
+    /// [1, 3, height, width] on the CPU.
     /// </summary>
     public static Tensor Preprocess(RgbImage image, int width, int height)
     {
-        byte[] pixels = image.Pixels;
-        if (image.Width != width || image.Height != height)
-        {
-            using var working = image.ToImageSharp();
-            working.Mutate(x => x.Resize(width, height, KnownResamplers.Lanczos3));
-            pixels = new byte[width * height * 3];
-            working.CopyPixelDataTo(pixels);
-        }
+        byte[] pixels = image.Width != width || image.Height != height
+            ? PilLanczos.Resize(image.Pixels, image.Width, image.Height, width, height)
+            : image.Pixels;
 
         int plane = width * height;
         var values = new float[3 * plane];

@@ -15,7 +15,7 @@ namespace StableLora.Tests.Generation;
 /// pipeline (Fixtures/img2img, made by tools/generate_img2img_fixtures.py). Tolerances are the seeded text-to-image
 /// cases' (tiny-sd cases.json): the image's, and the latents' of the seeded case with the same scheduler family.
 /// </summary>
-public sealed class ImageToImageParityTests(Xunit.Abstractions.ITestOutputHelper output)
+public sealed class ImageToImageParityTests
 {
     private static readonly string Folder = Path.Combine(FixturePaths.Root, "img2img");
     private static readonly Lazy<JsonDocument> Cases = new(() => JsonDocument.Parse(File.ReadAllText(Path.Combine(Folder, "cases.json"))));
@@ -35,12 +35,7 @@ public sealed class ImageToImageParityTests(Xunit.Abstractions.ITestOutputHelper
         using var scope = NewDisposeScope();
         var spec = Case(caseId);
         var kind = Enum.Parse<SchedulerKind>(spec.GetProperty("scheduler").GetString()!);
-        var expectedInit = Read($"{caseId}.init_image");
-        // The odd-sized case's resize is PIL's Lanczos, which is not reproduced to the level (see ResizedInitImage...):
-        // its parity run starts from diffusers' resized pixels, recovered exactly from the [-1, 1] tensor.
-        var image = expectedInit.shape[3] == LoadPng(spec).Width && expectedInit.shape[2] == LoadPng(spec).Height
-            ? LoadPng(spec)
-            : FromPreprocessed(expectedInit);
+        var image = LoadPng(spec);
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(kind).WithDevice("cpu").Build();
         var reports = new List<GenerationProgress>();
         using var result = generator.Generate(spec.GetProperty("prompt").GetString()!, Options(spec, image), new SyncProgress(reports.Add));
@@ -63,8 +58,8 @@ public sealed class ImageToImageParityTests(Xunit.Abstractions.ITestOutputHelper
         var kind = Enum.Parse<SchedulerKind>(spec.GetProperty("scheduler").GetString()!);
         var expectedInit = Read($"{caseId}.init_image");
         var png = LoadPng(spec);
-        if (expectedInit.shape[3] == png.Width && expectedInit.shape[2] == png.Height)
-            TensorAssert.Identical(expectedInit, ImageToImage.Preprocess(png, png.Width, png.Height), "init_image");
+        var (width, height) = ImageToImage.DefaultSize(png, 2);
+        TensorAssert.Identical(expectedInit, ImageToImage.Preprocess(png, width, height), "init_image");
 
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(kind).WithDevice("cpu").Build();
         using var scheduler = SchedulerFactory.Create(kind, SchedulerFixture.Sd15Config());
@@ -89,30 +84,38 @@ public sealed class ImageToImageParityTests(Xunit.Abstractions.ITestOutputHelper
     }
 
     /// <summary>
-    /// An init image whose sides are not multiples of the VAE factor (25x19, factor 2) is resized to 24x18, as diffusers'
-    /// VaeImageProcessor does; diffusers resizes with PIL's Lanczos, this with ImageSharp's Lanczos 3, so the pixels agree
-    /// only to a few levels (measured: see the bound).
+    /// An init image whose sides are not multiples of the VAE factor (25x19, factor 2) is resized to 24x18 with PIL's
+    /// Lanczos, as diffusers' VaeImageProcessor does: the same pixels, and the size in the result.
     /// </summary>
     [Fact]
-    public void ResizedInitImageHasDiffusersSizeAndNearlyItsPixels()
+    public void ResizedInitImageHasDiffusersSizeAndPixels()
     {
         using var scope = NewDisposeScope();
-        var spec = Case("ddim_s06_odd");
-        var png = LoadPng(spec);
+        var png = LoadPng(Case("ddim_s06_odd"));
         Assert.Equal((25, 19), (png.Width, png.Height));
-        var expected = Read("ddim_s06_odd.init_image");
         var (width, height) = ImageToImage.DefaultSize(png, 2);
-        Assert.Equal((expected.shape[3], expected.shape[2]), ((long)width, (long)height));
-        var ours = ImageToImage.Preprocess(png, width, height);
-        // 2 / 255 per level in [-1, 1]: within 6 levels of PIL (Lanczos kernels and fixed-point rounding differ).
-        double levels = TensorAssert.MaxAbsDiff(expected, ours) * 255 / 2;
-        output.WriteLine($"ImageSharp Lanczos 3 vs PIL Lanczos, 25x19 -> 24x18: max {levels:F2} levels");
-        Assert.True(levels <= 6, $"max |diff| {levels:F2} levels");
+        Assert.Equal((24, 18), (width, height));
+        TensorAssert.Identical(Read("ddim_s06_odd.init_image"), ImageToImage.Preprocess(png, width, height), "init_image");
 
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(SchedulerKind.Ddim).WithDevice("cpu").Build();
         using var result = generator.Generate("x", new GenerationOptions { InitImage = png, Steps = 2, Seed = 1, Strength = 0.5 });
         Assert.Equal((24, 18), (result.Parameters.Width, result.Parameters.Height));
         Assert.Equal(new long[] { 1, 18, 24, 3 }, result.Images.shape);
+    }
+
+    /// <summary>PIL's Lanczos on random pictures: shrinking, enlarging, both at once, one side only; byte for byte.</summary>
+    [Fact]
+    public void PilLanczosResizesAsPil()
+    {
+        foreach (var resize in Cases.Value.RootElement.GetProperty("resizes").EnumerateArray())
+        {
+            using var scope = NewDisposeScope();
+            int n = resize.GetProperty("index").GetInt32();
+            var input = Read($"resize.{n}.input");
+            var expected = Read($"resize.{n}.output");
+            var actual = PilLanczos.Resize(input.data<byte>().ToArray(), (int)input.shape[1], (int)input.shape[0], (int)expected.shape[1], (int)expected.shape[0]);
+            Assert.Equal(expected.data<byte>().ToArray(), actual);
+        }
     }
 
     internal static GenerationOptions Options(JsonElement spec, RgbImage image) => new()
@@ -144,18 +147,6 @@ public sealed class ImageToImageParityTests(Xunit.Abstractions.ITestOutputHelper
         var pixels = new byte[image.Width * image.Height * 3];
         image.CopyPixelDataTo(pixels);
         return new RgbImage(image.Width, image.Height, pixels);
-    }
-
-    /// <summary>The uint8 pixels behind a preprocessed [1, 3, H, W] tensor: round((x + 1) / 2 * 255).</summary>
-    private static RgbImage FromPreprocessed(Tensor preprocessed)
-    {
-        int height = (int)preprocessed.shape[2], width = (int)preprocessed.shape[3];
-        var values = preprocessed.contiguous().data<float>().ToArray();
-        var pixels = new byte[width * height * 3];
-        for (int c = 0; c < 3; c++)
-            for (int i = 0; i < width * height; i++)
-                pixels[i * 3 + c] = (byte)Math.Round((values[c * width * height + i] + 1) / 2 * 255);
-        return new RgbImage(width, height, pixels);
     }
 
     private static Tolerance LatentTolerance(SchedulerKind kind) => kind switch
