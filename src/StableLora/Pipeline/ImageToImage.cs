@@ -21,7 +21,7 @@ internal static class ImageToImage
     /// the loop runs <c>scheduler.timesteps[t_start * order:]</c> (order 1 for every scheduler here). PNDM's PLMS
     /// schedule has one timestep more than the steps, so it keeps at least its final step.
     /// </summary>
-    /// <exception cref="InvalidOptionsException">No timestep is left (diffusers then noises nothing and returns no images).</exception>
+    /// <exception cref="InvalidOptionsException">No timestep is left (diffusers then noises an empty batch and fails).</exception>
     public static int StartIndex(IScheduler scheduler, int steps, double strength)
     {
         int initTimestep = Math.Min((int)(steps * strength), steps);
@@ -29,7 +29,7 @@ internal static class ImageToImage
         if (start >= scheduler.StepCount)
         {
             throw new InvalidOptionsException(nameof(GenerationOptions.Strength), strength,
-                $"int(Steps * Strength) = {initTimestep} leaves no timestep to denoise ({SchedulerKindNames.ClassName(scheduler.Kind)}, {steps} steps); diffusers then returns no images. Raise Strength or Steps");
+                $"int(Steps * Strength) = {initTimestep} leaves no timestep to denoise ({SchedulerKindNames.ClassName(scheduler.Kind)}, {steps} steps) (diffusers then noises an empty batch and fails); raise Strength or Steps");
         }
         return start;
     }
