@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 namespace StableLora;
 
 /// <summary>
-/// The settings of one text-to-image call, with diffusers' <c>StableDiffusionPipeline</c> defaults. Everything is
+/// The settings of one text-to-image call (or image-to-image call, with <see cref="InitImage"/>), with diffusers'
+/// <c>StableDiffusionPipeline</c> defaults. Everything is
 /// checked when <see cref="StableDiffusionGenerator.Generate"/> is called, which throws an
 /// <see cref="InvalidOptionsException"/> naming every option that is out of range.
 /// </summary>
@@ -38,6 +39,27 @@ public sealed record GenerationOptions
 
     /// <summary>Start from these latents [count, 4, height/8, width/8] instead of drawing them (diffusers' <c>latents=</c>).</summary>
     public Tensor? InitialLatents { get; init; }
+
+    /// <summary>
+    /// Image to image: start from this picture instead of pure noise, as diffusers' <c>StableDiffusionImg2ImgPipeline</c>
+    /// (its <c>image</c>) and AUTOMATIC1111's img2img do. The picture is mapped to [-1, 1], encoded with the VAE (a sample
+    /// of its latent distribution drawn from the seeded generator), noised to the timestep <see cref="Strength"/> selects,
+    /// and denoised from there. Without <see cref="Width"/> and <see cref="Height"/> the output has the picture's size
+    /// rounded down to a multiple of the VAE factor (as diffusers); a picture of another size is resized with PIL's
+    /// Lanczos filter, as diffusers resizes it.
+    /// Cannot be combined with <see cref="InitialLatents"/>.
+    /// </summary>
+    public RgbImage? InitImage { get; init; }
+
+    /// <summary>
+    /// How much of <see cref="InitImage"/> is repainted, from 0 (exclusive) to 1: the last int(Steps * Strength) of the
+    /// Steps timesteps are run (diffusers' <c>strength</c>, A1111's "Denoising strength"); 1 starts from noise at the
+    /// first timestep and keeps little of the picture. Only with <see cref="InitImage"/>; null means 0.8, diffusers' default.
+    /// </summary>
+    public double? Strength { get; init; }
+
+    /// <summary>diffusers' default <c>strength</c>, used when <see cref="Strength"/> is null.</summary>
+    public const double DefaultStrength = 0.8;
 
     /// <summary>
     /// LoRAs for this call only, applied after the generator's own (<see cref="StableDiffusionGeneratorBuilder.WithLora(string, double, double?)"/>)
@@ -91,8 +113,9 @@ public enum LongPromptMode
 /// <summary>A snapshot of generation progress after each denoising step (one UNet evaluation).</summary>
 /// <param name="Step">UNet evaluations done (1 after the first); never more than <paramref name="TotalSteps"/>, and the last report of a call equals it.</param>
 /// <param name="TotalSteps">
-/// UNet evaluations in this call (<see cref="StableDiffusionGenerator.ModelEvaluationCount"/>): the steps asked for,
-/// except that PNDM, as in diffusers, makes one more from 2 steps on (and 9 more with Runge-Kutta warm-up steps).
+/// UNet evaluations in this call (<see cref="StableDiffusionGenerator.ModelEvaluationCount(int)"/>): the steps asked for,
+/// except that PNDM, as in diffusers, makes one more from 2 steps on (and 9 more with Runge-Kutta warm-up steps); image
+/// to image runs only the last of them (<see cref="StableDiffusionGenerator.ModelEvaluationCount(int, double)"/>).
 /// </param>
 /// <param name="Elapsed">Time since the call started.</param>
 public readonly record struct GenerationProgress(int Step, int TotalSteps, TimeSpan Elapsed)

@@ -42,6 +42,12 @@ public sealed record GenerationParameters(
     /// <value>The default value is 1.</value>
     public int ClipSkip { get; init; } = 1;
 
+    /// <summary>
+    /// Image to image's strength (<see cref="GenerationOptions.Strength"/>), written as <c>Denoising strength: 0.8</c> as
+    /// A1111's img2img does; null for text to image (not written).
+    /// </summary>
+    public double? DenoisingStrength { get; init; }
+
     /// <summary>The PNG text-chunk keyword A1111 uses.</summary>
     public const string PngKeyword = "parameters";
 
@@ -66,6 +72,8 @@ public sealed record GenerationParameters(
         if (ModelHash is not null)
             fields.Add(("Model hash", ModelHash));
         fields.Add(("Model", ModelName));
+        if (DenoisingStrength is { } strength)
+            fields.Add(("Denoising strength", Number(strength)));
         if (ClipSkip != 1)
             fields.Add(("Clip skip", ClipSkip.ToString(CultureInfo.InvariantCulture)));
         if (Loras.Count > 0)
@@ -123,6 +131,7 @@ public sealed record GenerationParameters(
             fields.GetValueOrDefault("Model", ""), fields.GetValueOrDefault("Model hash"), loras, fields.GetValueOrDefault("Version", ""))
         {
             ClipSkip = fields.TryGetValue("Clip skip", out var clipSkip) ? int.Parse(clipSkip, CultureInfo.InvariantCulture) : 1,
+            DenoisingStrength = fields.TryGetValue("Denoising strength", out var strength) ? double.Parse(strength, CultureInfo.InvariantCulture) : null,
         };
     }
 

@@ -43,6 +43,22 @@ public sealed class RgbImage
         }
     }
 
+    /// <summary>
+    /// Reads an image file (PNG, JPEG, WebP, BMP, ... as ImageSharp reads them) as 8-bit RGB; an alpha channel is dropped.
+    /// </summary>
+    /// <param name="path">The image file.</param>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    /// <exception cref="UnknownImageFormatException">The file is not an image of a known format.</exception>
+    /// <exception cref="InvalidImageContentException">The image data is damaged.</exception>
+    public static RgbImage Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        using var image = Image.Load<Rgb24>(path);
+        var pixels = new byte[image.Width * image.Height * 3];
+        image.CopyPixelDataTo(pixels);
+        return new RgbImage(image.Width, image.Height, pixels);
+    }
+
     /// <summary>The same image as an ImageSharp <see cref="Image{Rgb24}"/> (a copy).</summary>
     public Image<Rgb24> ToImageSharp() => Image.LoadPixelData<Rgb24>(Pixels, Width, Height);
 }

@@ -12,7 +12,8 @@ namespace StableLora;
 
 /// <summary>
 /// Text-to-image generation with Stable Diffusion 1.x/2.x, with or without LoRAs, as diffusers'
-/// <c>StableDiffusionPipeline</c> computes it. Create one with <see cref="FromPretrained"/>; it holds the models until disposed.
+/// <c>StableDiffusionPipeline</c> computes it, and image to image (<see cref="GenerationOptions.InitImage"/>) as its
+/// <c>StableDiffusionImg2ImgPipeline</c> does. Create one with <see cref="FromPretrained"/>; it holds the models until disposed.
 /// </summary>
 /// <example>
 /// <code>
@@ -112,6 +113,7 @@ public sealed class StableDiffusionGenerator : IDisposable
                     $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}")
                 {
                     ClipSkip = options.ClipSkip,
+                    DenoisingStrength = options.InitImage is null ? null : options.Strength ?? GenerationOptions.DefaultStrength,
                 };
                 return new GenerationResult(images, seed, parameters);
             }
@@ -139,6 +141,36 @@ public sealed class StableDiffusionGenerator : IDisposable
             _scheduler.SetTimesteps(steps);
             return _scheduler.StepCount;
         }
+    }
+
+    /// <summary>
+    /// The UNet evaluations that image to image (<see cref="GenerationOptions.InitImage"/>) makes for
+    /// <paramref name="steps"/> and <paramref name="strength"/>: the schedule's evaluations from the one diffusers'
+    /// <c>get_timesteps</c> starts at, t_start = steps - min(int(steps * strength), steps).
+    /// </summary>
+    /// <param name="steps">The steps asked for (<see cref="GenerationOptions.Steps"/>).</param>
+    /// <param name="strength">The strength (<see cref="GenerationOptions.Strength"/>), 0 to 1.</param>
+    /// <exception cref="InvalidOptionsException">The scheduler cannot run <paramref name="steps"/> steps, the strength is out of range, or it leaves no timestep.</exception>
+    public int ModelEvaluationCount(int steps, double strength)
+    {
+        if (!(strength >= 0 && strength <= 1))
+            throw new InvalidOptionsException(nameof(GenerationOptions.Strength), strength, "must be between 0 and 1 (diffusers' strength)");
+        lock (_gate)
+        {
+            _scheduler.SetTimesteps(steps);
+            return _scheduler.StepCount - ImageToImage.StartIndex(_scheduler, steps, strength);
+        }
+    }
+
+    /// <summary>
+    /// Checks <paramref name="options"/> as <see cref="Generate"/> does before it computes anything, without generating.
+    /// </summary>
+    /// <param name="options">The options to check.</param>
+    /// <exception cref="InvalidOptionsException">An option is invalid; every problem is listed, naming the option and its value.</exception>
+    public void CheckOptions(GenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        TextToImage.CheckOptions(_model, options);
     }
 
     /// <summary>Runs <see cref="Generate"/> on a background thread.</summary>

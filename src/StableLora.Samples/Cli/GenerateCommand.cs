@@ -27,12 +27,14 @@ internal sealed class GenerateCommand
     private readonly Option<bool> _tiling = Parsing.Option<bool>("--vae-tiling", "Decode with the VAE in tiles (large images)");
     private readonly Option<bool> _slicing = Parsing.Option<bool>("--attention-slicing", "Compute attention in slices (less memory)");
     private readonly Option<int> _clipSkip = new("--clip-skip") { Description = "Text-encoder layer from the end: 1 last (default), 2 penultimate (A1111's Clip skip; diffusers' clip_skip + 1)", DefaultValueFactory = _ => 1 };
+    private readonly Option<string?> _initImage = Parsing.Option<string?>("--init-image", "Image to image: start from this picture (PNG, JPEG, ...; the output has its size rounded down to a multiple of 8 unless --width/--height are given)");
+    private readonly Option<double?> _strength = Parsing.Option<double?>("--strength", "With --init-image: how much is repainted, 0 to 1 (default 0.8, diffusers' strength, A1111's denoising strength)");
     private readonly Option<bool> _truncatePrompts = Parsing.Option<bool>("--truncate-prompts", "Drop the tokens of prompts after the 75th as diffusers does, instead of encoding 75-token chunks as AUTOMATIC1111 does");
 
     public Command Build(Option<bool> verbose)
     {
         var command = new Command("generate", "Generate images, optionally with LoRAs");
-        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _skipUnmatched, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing, _clipSkip, _truncatePrompts }.Concat(_modelSource.Options))
+        foreach (var option in new Option[] { _model, _prompt, _negative, _lora, _skipUnmatched, _scheduler, _karras, _steps, _guidance, _seed, _width, _height, _count, _out, _device, _dtype, _tiling, _slicing, _clipSkip, _initImage, _strength, _truncatePrompts }.Concat(_modelSource.Options))
             command.Options.Add(option);
         command.SetAction((result, cancellationToken) => Cli.RunAsync(result.GetValue(verbose), logger => RunAsync(result, logger, cancellationToken)));
         return command;
@@ -65,6 +67,20 @@ internal sealed class GenerateCommand
         if (result.GetValue(_slicing))
             builder.WithAttentionSlicing();
 
+        string? initPath = result.GetValue(_initImage);
+        RgbImage? initImage = null;
+        if (initPath is not null)
+        {
+            try
+            {
+                initImage = RgbImage.Load(initPath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException or NotSupportedException)
+            {
+                throw new InvalidOptionsException("--init-image", initPath, $"cannot be read as an image: {e.Message}");
+            }
+        }
+
         using var generator = builder.Build();
         var options = new GenerationOptions
         {
@@ -76,10 +92,16 @@ internal sealed class GenerateCommand
             Height = result.GetValue(_height),
             ImageCount = result.GetValue(_count),
             ClipSkip = result.GetValue(_clipSkip),
+            InitImage = initImage,
+            Strength = result.GetValue(_strength),
             LongPrompts = result.GetValue(_truncatePrompts) ? LongPromptMode.Truncate : LongPromptMode.Chunk,
         };
-        // The total is the number of UNet evaluations, which PNDM makes one more of than steps (as diffusers does).
-        using var images = await ProgressDisplay.RunAsync("generate", generator.ModelEvaluationCount(options.Steps), report =>
+        // The total is the number of UNet evaluations, which PNDM makes one more of than steps (as diffusers does);
+        // image to image runs the last int(steps * strength) of them. The options are checked first, so that a bad
+        // strength is reported as such.
+        generator.CheckOptions(options);
+        int total = initImage is null ? generator.ModelEvaluationCount(options.Steps) : generator.ModelEvaluationCount(options.Steps, options.Strength ?? GenerationOptions.DefaultStrength);
+        using var images = await ProgressDisplay.RunAsync("generate", total, report =>
             generator.GenerateAsync(result.GetValue(_prompt)!, options, new StepReporter(p => report(p.Step, "")), cancellationToken)).ConfigureAwait(false);
         foreach (var path in images.SaveAll(result.GetValue(_out)!))
             Console.WriteLine(path);

@@ -23,6 +23,8 @@ internal static class TextToImage
         ArgumentNullException.ThrowIfNull(prompt);
         var (width, height) = CheckOptions(model, options);
         scheduler.SetTimesteps(options.Steps);
+        // img2img runs the schedule's last timesteps only (diffusers' get_timesteps).
+        int start = options.InitImage is null ? 0 : ImageToImage.StartIndex(scheduler, options.Steps, options.Strength ?? GenerationOptions.DefaultStrength);
         var unet = model.Unet;
         var device = unet.Spec.Device;
         var dtype = unet.Spec.DType;
@@ -57,7 +59,13 @@ internal static class TextToImage
         using var generator = new Generator(seed, CPU);
         long[] shape = { count, unet.Config.InChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
         Tensor latents;
-        if (options.InitialLatents is { } given)
+        if (options.InitImage is { } initImage)
+        {
+            var pixels = ImageToImage.Preprocess(initImage, width, height);
+            latents = ImageToImage.PrepareLatents(model, scheduler, pixels, count, start, generator, dtype, device);
+            scheduler.BeginAt(start);
+        }
+        else if (options.InitialLatents is { } given)
         {
             if (!given.shape.SequenceEqual(shape))
             {
@@ -74,7 +82,8 @@ internal static class TextToImage
         }
 
         var attention = AttentionOptions.Default;
-        for (int i = 0; i < scheduler.StepCount; i++)
+        int total = scheduler.StepCount - start;
+        for (int i = start; i < scheduler.StepCount; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var stepScope = NewDisposeScope();
@@ -92,7 +101,7 @@ internal static class TextToImage
             var preview = progress is not null && options.Previews ? LatentPreview.Of(step.PredOriginalSample ?? step.PrevSample) : null;
             step.PredOriginalSample?.Dispose();
             latents = step.PrevSample.MoveToOuterDisposeScope();
-            progress?.Report(new GenerationProgress(i + 1, scheduler.StepCount, clock.Elapsed) { Preview = preview });
+            progress?.Report(new GenerationProgress(i - start + 1, total, clock.Elapsed) { Preview = preview });
         }
 
         var images = Decode(model, latents, tiling);
@@ -115,8 +124,9 @@ internal static class TextToImage
     internal static (int Width, int Height) CheckOptions(StableDiffusionModel model, GenerationOptions options)
     {
         int factor = model.VaeScaleFactor;
-        int width = options.Width ?? model.DefaultImageSize;
-        int height = options.Height ?? model.DefaultImageSize;
+        var initSize = options.InitImage is { } init ? ImageToImage.DefaultSize(init, factor) : ((int Width, int Height)?)null;
+        int width = options.Width ?? initSize?.Width ?? model.DefaultImageSize;
+        int height = options.Height ?? initSize?.Height ?? model.DefaultImageSize;
         var errors = new List<OptionError>();
         void Check(bool ok, string option, object? value, string message)
         {
@@ -149,6 +159,18 @@ internal static class TextToImage
             Check(!latents.IsInvalid, nameof(options.InitialLatents), "(disposed)", "the tensor has been disposed");
             if (!latents.IsInvalid)
                 Check(latents.is_floating_point(), nameof(options.InitialLatents), latents.dtype, "must be a floating-point tensor");
+        }
+
+        if (options.InitImage is { } image)
+        {
+            Check(image.Width >= factor && image.Height >= factor, nameof(options.InitImage), $"{image.Width}x{image.Height}",
+                $"must be at least {factor}x{factor} pixels (each side is rounded down to a multiple of {factor}, the VAE's scale factor)");
+            Check(options.InitialLatents is null, nameof(options.InitialLatents), "(given)", "cannot be combined with InitImage (image to image makes its own latents)");
+        }
+        if (options.Strength is { } strength)
+        {
+            Check(options.InitImage is not null, nameof(options.Strength), strength, "applies to image to image only: give InitImage too");
+            Check(double.IsFinite(strength) && strength >= 0 && strength <= 1, nameof(options.Strength), strength, "must be between 0 and 1 (diffusers' strength)");
         }
 
         if (errors.Count > 0)

@@ -138,6 +138,19 @@ internal sealed class DpmSolverMultistepScheduler : SchedulerBase
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), null);
     }
 
+    /// <summary>
+    /// diffusers finds each step's place in the full schedule by its timestep, and its history (model_outputs,
+    /// lower_order_nums) starts empty: the first img2img step is first order, and lower_order_final still looks at the
+    /// full schedule's length.
+    /// </summary>
+    public override void BeginAt(int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        if (_lowerOrderNums != 0 || _modelOutputs.Count != 0)
+            throw new InvalidOperationException("DPMSolverMultistepScheduler: BeginAt must come before the first step (call SetTimesteps to start over).");
+        _nextStep = stepIndex;
+    }
+
     protected override void DisposeState() => ResetState();
 
     /// <summary>diffusers' <c>convert_model_output</c> for dpmsolver++: the model's estimate of x0.</summary>

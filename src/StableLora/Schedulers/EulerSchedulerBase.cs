@@ -71,6 +71,17 @@ internal abstract class EulerSchedulerBase : SchedulerBase
         return sample.DividedBy(MathF.Sqrt(sigma * sigma + 1));
     }
 
+    /// <summary>
+    /// diffusers 0.21.4's Euler add_noise: x0 + noise * sigma, sigma the float32 sigma of the step whose timestep equals
+    /// the given one (the first such step; the timesteps are distinct).
+    /// </summary>
+    public override torch.Tensor AddNoise(torch.Tensor originalSamples, torch.Tensor noise, int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        using var scope = torch.NewDisposeScope();
+        return originalSamples.Plus(noise.Times(SigmaValues[stepIndex])).MoveToOuterDisposeScope();
+    }
+
     /// <summary>x0 for the epsilon / v / sample parameterisations at noise level <paramref name="sigma"/>.</summary>
     protected torch.Tensor PredictOriginal(torch.Tensor modelOutput, torch.Tensor sample, float sigma) => Prediction switch
     {

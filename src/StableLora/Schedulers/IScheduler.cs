@@ -50,6 +50,21 @@ internal interface IScheduler : IDisposable
     /// comes from <paramref name="generator"/> as diffusers' <c>randn_tensor</c> draws it (on the CPU for a CPU generator).
     /// </summary>
     SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null);
+
+    /// <summary>
+    /// img2img: the first <see cref="Step"/> after this call is at <paramref name="stepIndex"/>, as when diffusers'
+    /// <c>StableDiffusionImg2ImgPipeline</c> calls <c>step()</c> with <c>timesteps[t_start:]</c> on a freshly set
+    /// scheduler (0.21.4 has no <c>set_begin_index</c>): multistep schedulers start their history and counters empty
+    /// there. Call it after <see cref="SetTimesteps"/> and before the first step.
+    /// </summary>
+    void BeginAt(int stepIndex);
+
+    /// <summary>
+    /// diffusers' <c>add_noise(original_samples, noise, timesteps)</c> at the timestep of step <paramref name="stepIndex"/>
+    /// (the same for every sample of the batch): sqrt(acp) x0 + sqrt(1 - acp) noise for the alpha schedulers, x0 + sigma
+    /// noise for the Euler ones. A new tensor.
+    /// </summary>
+    torch.Tensor AddNoise(torch.Tensor originalSamples, torch.Tensor noise, int stepIndex);
 }
 
 /// <summary>The result of <see cref="IScheduler.Step"/>; new tensors that the caller owns.</summary>

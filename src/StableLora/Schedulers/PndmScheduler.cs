@@ -24,6 +24,7 @@ internal sealed class PndmScheduler : SchedulerBase
     private int _prkStepCount;
     private int _stepRatio;
     private int _counter;
+    private int _start;
     private torch.Tensor? _curSample;
     private torch.Tensor? _curModelOutput;
 
@@ -75,13 +76,26 @@ internal sealed class PndmScheduler : SchedulerBase
     public override SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null)
     {
         CheckStepIndex(stepIndex);
-        if (stepIndex != _counter)
-            throw new InvalidOperationException($"PNDMScheduler keeps a history of model outputs and must be stepped in order: expected step {_counter}, got {stepIndex} (call SetTimesteps to start over).");
+        if (stepIndex != _start + _counter)
+            throw new InvalidOperationException($"PNDMScheduler keeps a history of model outputs and must be stepped in order: expected step {_start + _counter}, got {stepIndex} (call SetTimesteps to start over).");
         using var scope = torch.NewDisposeScope();
         long timestep = _timestepValues[stepIndex];
         var prevSample = _counter < _prkStepCount ? StepPrk(modelOutput, timestep, sample) : StepPlms(modelOutput, timestep, sample);
         _counter++;
         return new SchedulerStepOutput(prevSample.MoveToOuterDisposeScope(), null);
+    }
+
+    /// <summary>
+    /// diffusers' counter starts at 0 at whatever timestep is stepped first: the first PLMS step of img2img is a
+    /// "first step" (it keeps the sample and steps by the step ratio) and the second the averaging one, whichever
+    /// timesteps they are; with PRK warm-up the Runge-Kutta coefficients follow the counter too.
+    /// </summary>
+    public override void BeginAt(int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        if (_counter != 0)
+            throw new InvalidOperationException("PNDMScheduler: BeginAt must come before the first step (call SetTimesteps to start over).");
+        _start = stepIndex;
     }
 
     protected override void DisposeState() => ResetState();
@@ -215,5 +229,6 @@ internal sealed class PndmScheduler : SchedulerBase
         _curModelOutput?.Dispose();
         _curModelOutput = null;
         _counter = 0;
+        _start = 0;
     }
 }

@@ -1,3 +1,4 @@
+using StableLora.Layers;
 using TorchSharp;
 
 namespace StableLora.Schedulers;
@@ -53,6 +54,25 @@ internal abstract class SchedulerBase : IScheduler
     }
 
     public abstract SchedulerStepOutput Step(torch.Tensor modelOutput, int stepIndex, torch.Tensor sample, torch.Generator? generator = null);
+
+    /// <summary>Stateless schedulers (DDPM, DDIM, Euler) step by index alone; multistep ones override.</summary>
+    public virtual void BeginAt(int stepIndex) => CheckStepIndex(stepIndex);
+
+    /// <summary>
+    /// The alpha schedulers' add_noise (DDPM, DDIM, PNDM, DPM-Solver in diffusers 0.21.4): float32
+    /// alphas_cumprod[t] ** 0.5 * x0 + (1 - alphas_cumprod[t]) ** 0.5 * noise, each product and the sum rounded to float32.
+    /// </summary>
+    public virtual torch.Tensor AddNoise(torch.Tensor originalSamples, torch.Tensor noise, int stepIndex)
+    {
+        CheckStepIndex(stepIndex);
+        using var scope = torch.NewDisposeScope();
+        using var value = Timesteps[stepIndex];
+        float alphaProd = AlphaProd(value.ToInt64());
+        float sqrtAlphaProd = MathF.Sqrt(alphaProd);
+        float sqrtOneMinusAlphaProd = MathF.Sqrt(1f - alphaProd);
+        var noisy = originalSamples.Times(sqrtAlphaProd).Plus(noise.Times(sqrtOneMinusAlphaProd));
+        return noisy.MoveToOuterDisposeScope();
+    }
 
     public void Dispose()
     {
