@@ -73,7 +73,7 @@ internal sealed class TrainCommand
     private readonly Option<string?> _tensorBoard = Parsing.Option<string?>("--tensorboard", "Write TensorBoard scalars to this folder");
 
     // Datasets (issue 14): sd-scripts' flags with dashes.
-    private readonly Option<bool> _enableBucket = Parsing.Option<bool>("--enable-bucket", "Aspect-ratio buckets (sd-scripts' --enable_bucket)");
+    private readonly Option<bool> _enableBucket = WithAlias(Parsing.Option<bool>("--enable-buckets", "Aspect-ratio buckets (sd-scripts' --enable_bucket; --enable-bucket also works)"), "--enable-bucket");
     private readonly Option<int?> _minBucketReso = Parsing.Option<int?>("--min-bucket-reso", "Smallest bucket side (default 256, or half the resolution)");
     private readonly Option<int?> _maxBucketReso = Parsing.Option<int?>("--max-bucket-reso", "Largest bucket side (default 1024, or the resolution)");
     private readonly Option<int?> _bucketResoSteps = Parsing.Option<int?>("--bucket-reso-steps", "Step between bucket sides, a multiple of 8 (default 64)");
@@ -100,6 +100,12 @@ internal sealed class TrainCommand
     private Option[] DatasetOptions => new Option[] { _enableBucket, _minBucketReso, _maxBucketReso, _bucketResoSteps, _bucketNoUpscale, _captionExtension, _shuffleCaption,
         _keepTokens, _keepTokensSeparator, _captionDropoutRate, _captionTagDropoutRate, _captionDropoutEveryNEpochs, _captionPrefix, _captionSuffix, _maxEpochs,
         _datasetConfig, _cacheLatentsToDisk, _latentCacheDir, _saveEveryNEpochs, _regData, _priorLossWeight, _maskedLoss, _maskDir };
+
+    private static Option<T> WithAlias<T>(Option<T> option, string alias)
+    {
+        option.Aliases.Add(alias);
+        return option;
+    }
 
     public Command Build(Option<bool> verbose)
     {

@@ -19,7 +19,7 @@ public sealed class DatasetFlagsAndResumeTests
         var (code, _, error) = await CliRunner.RunAsync(
             "train", "--model", FixturePaths.TinyPipeline, "--data", Photos, "--output", temp.File("out"), "--resolution", "64", "--batch-size", "2",
             "--warmup-steps", "1", "--checkpoint-every", "0", "--device", "cpu", "--seed", "5", "--caption", "sks, photo, outdoor, colour",
-            "--enable-bucket", "--min-bucket-reso", "32", "--max-bucket-reso", "128", "--bucket-reso-steps", "16",
+            "--enable-buckets", "--min-bucket-reso", "32", "--max-bucket-reso", "128", "--bucket-reso-steps", "16",
             "--shuffle-caption", "--keep-tokens", "1", "--keep-tokens-separator", "|||", "--caption-dropout-rate", "0.1", "--caption-tag-dropout-rate", "0.2",
             "--caption-dropout-every-n-epochs", "3", "--caption-prefix", "best,", "--caption-suffix", ", end", "--caption-extension", ".caption", "--max-epochs", "1");
 

@@ -87,6 +87,7 @@ public sealed class TrainingEngineTests(ITestOutputHelper output)
     [InlineData(OptimizerType.Prodigy)]
     [InlineData(OptimizerType.Adafactor)]
     [InlineData(OptimizerType.Sgd)]
+    [InlineData(OptimizerType.Lion)]
     public async Task CancelledThenResumedRunEqualsAnUninterruptedRunBitForBit(OptimizerType optimizer)
     {
         using var temp = new TempDirectory();
