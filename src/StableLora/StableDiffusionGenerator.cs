@@ -251,6 +251,7 @@ public sealed class StableDiffusionGeneratorBuilder
     private int? _sliceSize;
     private bool _slicing;
     private ILogger _logger = NullLogger.Instance;
+    private bool _built;
 
     internal StableDiffusionGeneratorBuilder(string model)
     {
@@ -263,6 +264,9 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <exception cref="InvalidOptionsException">Karras sigmas asked for a scheduler that has none.</exception>
     public StableDiffusionGeneratorBuilder WithScheduler(SchedulerKind kind, bool karrasSigmas = false)
     {
+        EnsureNotBuilt();
+        if (!Enum.IsDefined(kind))
+            throw new InvalidOptionsException(nameof(kind), kind, "unknown scheduler");
         if (karrasSigmas && kind is not (SchedulerKind.EulerDiscrete or SchedulerKind.DpmSolverMultistep))
             throw new InvalidOptionsException(nameof(karrasSigmas), true, $"Karras sigmas exist for the Euler and DPM-Solver++ schedulers only, not {SchedulerKindNames.CliName(kind)}");
         _scheduler = kind;
@@ -274,7 +278,10 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="device">The device name.</param>
     public StableDiffusionGeneratorBuilder WithDevice(string device)
     {
+        EnsureNotBuilt();
         _device = device ?? throw new ArgumentNullException(nameof(device));
+        if (!DeviceSpec.TryParse(device, out _))
+            throw new InvalidOptionsException("Device", device, "expected auto, cpu, cuda or cuda:N");
         return this;
     }
 
@@ -283,6 +290,9 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="vaeInFloat32">Keep the VAE in float32 under Float16 (SD's VAE overflows in fp16).</param>
     public StableDiffusionGeneratorBuilder WithDType(ModelDType dtype, bool vaeInFloat32 = true)
     {
+        EnsureNotBuilt();
+        if (!Enum.IsDefined(dtype))
+            throw new InvalidOptionsException("DType", dtype, "expected Float32, Float16 or BFloat16");
         _dtype = dtype;
         _vaeInFloat32 = vaeInFloat32;
         return this;
@@ -292,6 +302,9 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="variant">The variant name.</param>
     public StableDiffusionGeneratorBuilder WithVariant(string variant)
     {
+        EnsureNotBuilt();
+        if (string.IsNullOrWhiteSpace(variant))
+            throw new InvalidOptionsException("Variant", variant, "a variant name such as fp16 is needed");
         _variant = variant;
         return this;
     }
@@ -305,6 +318,8 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="textEncoderWeight">The text encoder's weight; null: the same as <paramref name="weight"/>.</param>
     public StableDiffusionGeneratorBuilder WithLora(string path, double weight = 1.0, double? textEncoderWeight = null)
     {
+        EnsureNotBuilt();
+        CheckLoraWeights(weight, textEncoderWeight);
         _loras.Add((path ?? throw new ArgumentNullException(nameof(path)), null, weight, textEncoderWeight));
         return this;
     }
@@ -315,6 +330,8 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="textEncoderWeight">The text encoder's weight; null: the same as <paramref name="weight"/>.</param>
     public StableDiffusionGeneratorBuilder WithLora(LoraWeights lora, double weight = 1.0, double? textEncoderWeight = null)
     {
+        EnsureNotBuilt();
+        CheckLoraWeights(weight, textEncoderWeight);
         _loras.Add((null, lora ?? throw new ArgumentNullException(nameof(lora)), weight, textEncoderWeight));
         return this;
     }
@@ -325,6 +342,7 @@ public sealed class StableDiffusionGeneratorBuilder
     /// </summary>
     public StableDiffusionGeneratorBuilder SkipUnmatchedLoraKeys()
     {
+        EnsureNotBuilt();
         _unmatchedLoraKeys = UnmatchedLoraKeys.Skip;
         return this;
     }
@@ -333,6 +351,9 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="tileSize">Tile side in pixels; null: the VAE's sample_size (512 for SD).</param>
     public StableDiffusionGeneratorBuilder WithVaeTiling(int? tileSize = null)
     {
+        EnsureNotBuilt();
+        if (tileSize is { } tile && (tile < 8 || tile % 8 != 0))
+            throw new InvalidOptionsException(nameof(tileSize), tileSize, "must be a positive multiple of 8 (pixels)");
         _tiling = true;
         _tileSize = tileSize;
         return this;
@@ -342,6 +363,9 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="sliceSize">(batch x head) rows per slice; null: half the heads ("auto").</param>
     public StableDiffusionGeneratorBuilder WithAttentionSlicing(int? sliceSize = null)
     {
+        EnsureNotBuilt();
+        if (sliceSize < 1)
+            throw new InvalidOptionsException(nameof(sliceSize), sliceSize, "must be at least 1");
         _slicing = true;
         _sliceSize = sliceSize;
         return this;
@@ -351,6 +375,7 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="options">The hub options (unset values come from the HF_* environment variables).</param>
     public StableDiffusionGeneratorBuilder WithHubOptions(HubOptions options)
     {
+        EnsureNotBuilt();
         _hub = options ?? throw new ArgumentNullException(nameof(options));
         return this;
     }
@@ -359,6 +384,7 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="options">The single-file options.</param>
     public StableDiffusionGeneratorBuilder WithSingleFileOptions(SingleFileOptions options)
     {
+        EnsureNotBuilt();
         _singleFile = options ?? throw new ArgumentNullException(nameof(options));
         return this;
     }
@@ -367,14 +393,17 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="logger">The logger.</param>
     public StableDiffusionGeneratorBuilder WithLogger(ILogger logger)
     {
+        EnsureNotBuilt();
         _logger = logger ?? throw new ArgumentNullException(nameof(logger));
         return this;
     }
 
     /// <summary>Loads the model and LoRAs.</summary>
     /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
+    /// <exception cref="InvalidOperationException">This builder has already built a generator (builders are single-use).</exception>
     public StableDiffusionGenerator Build()
     {
+        StartBuild();
         var location = ModelLocation.Resolve(_model, HubSettings.Resolve(_hub), _variant, _logger);
         return Load(location, CancellationToken.None);
     }
@@ -387,9 +416,11 @@ public sealed class StableDiffusionGeneratorBuilder
     /// <param name="cancellationToken">Cancels resolving, downloading and loading.</param>
     /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
     /// <exception cref="InvalidModelFileException">The model or a LoRA cannot be loaded or does not fit.</exception>
+    /// <exception cref="InvalidOperationException">This builder has already built a generator (builders are single-use).</exception>
     public async Task<StableDiffusionGenerator> BuildAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        StartBuild();
         var location = await ModelLocation.ResolveAsync(_model, HubSettings.Resolve(_hub), _variant, _logger, cancellationToken).ConfigureAwait(false);
         return await Task.Run(() => Load(location, cancellationToken), cancellationToken).ConfigureAwait(false);
     }
@@ -419,7 +450,43 @@ public sealed class StableDiffusionGeneratorBuilder
     }
 
     /// <summary>A generator over a model that is already loaded (the trainer's validation images).</summary>
-    internal StableDiffusionGenerator BuildOver(StableDiffusionModel model) => Assemble(model, ownsModel: false);
+    internal StableDiffusionGenerator BuildOver(StableDiffusionModel model)
+    {
+        StartBuild();
+        return Assemble(model, ownsModel: false);
+    }
+
+    private void EnsureNotBuilt()
+    {
+        if (_built)
+            throw new InvalidOperationException("this builder has already built a generator; start a new one");
+    }
+
+    /// <summary>Marks the builder used, after checking every setting again (as the training builder does at Build).</summary>
+    private void StartBuild()
+    {
+        EnsureNotBuilt();
+        var errors = new List<OptionError>();
+        if (!DeviceSpec.TryParse(_device, out _))
+            errors.Add(new OptionError("Device", _device, "expected auto, cpu, cuda or cuda:N"));
+        foreach (var (path, _, weight, textEncoderWeight) in _loras)
+        {
+            if (!double.IsFinite(weight) || textEncoderWeight is { } te && !double.IsFinite(te))
+                errors.Add(new OptionError("LoraWeight", path, "LoRA weights must be finite numbers"));
+        }
+
+        if (errors.Count > 0)
+            throw new InvalidOptionsException(errors);
+        _built = true;
+    }
+
+    private static void CheckLoraWeights(double weight, double? textEncoderWeight)
+    {
+        if (!double.IsFinite(weight))
+            throw new InvalidOptionsException(nameof(weight), weight, "a LoRA weight must be a finite number");
+        if (textEncoderWeight is { } te && !double.IsFinite(te))
+            throw new InvalidOptionsException(nameof(textEncoderWeight), te, "a LoRA weight must be a finite number");
+    }
 
     private StableDiffusionGenerator Assemble(StableDiffusionModel model, bool ownsModel)
     {
