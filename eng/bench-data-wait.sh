@@ -3,7 +3,7 @@
 # fixtures, trained on with the tiny test model (whose step takes milliseconds, so any decoding cost shows as a wait)
 # at two resolutions, each printing the total wait. (Kept small: the tiny VAE downsamples only 2x, so its attention
 # at 512 px would span 65536 positions, and 24 steps at 128 px already take ten minutes on 2 cores.)
-# Usage: bash eng/bench-data-wait.sh [images] [steps]      (needs /usr/bin/python3 with PIL; a Release build)
+# Usage: [RESOLUTIONS="64 32"] bash eng/bench-data-wait.sh [images] [steps]   (needs /usr/bin/python3 with PIL; a Release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${1:-16}
@@ -24,7 +24,7 @@ for i in range(count):
 PY
 du -sh "$work/jpegs"
 cli() { dotnet run --project src/StableLora.Samples -c Release --no-build -- "$@"; }
-for resolution in 64 32; do
+for resolution in ${RESOLUTIONS:-64 32}; do
   echo "== tiny model, resolution $resolution, batch 2, $steps steps"
   cli train --model tests/StableLora.Tests/Fixtures/tiny-sd/pipeline --data "$work/jpegs" --output "$work/out-$resolution" \
     --resolution "$resolution" --batch-size 2 --max-steps "$steps" --warmup-steps 0 --checkpoint-every 0 --device cpu | grep -E "Trained|Waited"
