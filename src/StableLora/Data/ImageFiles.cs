@@ -78,37 +78,31 @@ internal static class ImageFiles
     public static (Image<Rgb24> Rgb, Image<L8> Alpha) LoadRgbAndAlpha(string path)
     {
         using var decoded = LoadRgba(path);
-        var rgb = OverWhite(decoded);
-        var mask = new Image<L8>(Decoding, decoded.Width, decoded.Height);
-        decoded.ProcessPixelRows(mask, (source, target) =>
-        {
-            for (int y = 0; y < source.Height; y++)
-            {
-                var from = source.GetRowSpan(y);
-                var to = target.GetRowSpan(y);
-                for (int x = 0; x < from.Length; x++)
-                    to[x] = new L8(from[x].A);
-            }
-        });
-        return (rgb, mask);
+        return (OverWhite(decoded), Channel(decoded, p => p.A));
     }
 
     /// <summary>A mask image's red channel (sd-scripts reads channel 0 of its conditioning images), upright.</summary>
     public static Image<L8> LoadRedChannel(string path)
     {
         using var decoded = LoadRgba(path);
-        var mask = new Image<L8>(Decoding, decoded.Width, decoded.Height);
-        decoded.ProcessPixelRows(mask, (source, target) =>
+        return Channel(decoded, p => p.R);
+    }
+
+    /// <summary>One channel of an RGBA image as a grey image.</summary>
+    private static Image<L8> Channel(Image<Rgba32> image, Func<Rgba32, byte> channel)
+    {
+        var result = new Image<L8>(Decoding, image.Width, image.Height);
+        image.ProcessPixelRows(result, (source, target) =>
         {
             for (int y = 0; y < source.Height; y++)
             {
                 var from = source.GetRowSpan(y);
                 var to = target.GetRowSpan(y);
                 for (int x = 0; x < from.Length; x++)
-                    to[x] = new L8(from[x].R);
+                    to[x] = new L8(channel(from[x]));
             }
         });
-        return mask;
+        return result;
     }
 
     /// <summary>The first frame, upright, with its alpha channel, after every check of the file.</summary>
