@@ -35,45 +35,22 @@ Usage, from the repository root (diffusers 0.21.4 and huggingface_hub 0.17.3 on 
 """
 import argparse
 import ast
-import importlib.util
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import types
 import typing
 
 import torch
 
+from sd_scripts_reference import commit_of, import_custom_train_functions
+
 import diffusers
 from diffusers import DDPMScheduler
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "StableLora.Tests", "Fixtures", "losses", "losses.json")
-
-
-def commit_of(checkout):
-    try:
-        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        with open(os.path.join(checkout, "COMMIT")) as f:
-            return f.read().strip()
-
-
-def import_custom_train_functions(checkout):
-    library = types.ModuleType("library")
-    library.__path__ = []
-    utils = types.ModuleType("library.utils")
-    utils.setup_logging = lambda *a, **k: None
-    library.utils = utils
-    sys.modules.update({"library": library, "library.utils": utils})
-    spec = importlib.util.spec_from_file_location("library.custom_train_functions", os.path.join(checkout, "library", "custom_train_functions.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["library.custom_train_functions"] = module
-    spec.loader.exec_module(module)
-    library.custom_train_functions = module
-    return module
 
 
 def extract(path, names, namespace, class_name=None):

@@ -18,43 +18,14 @@ Usage, from the repository root (torch 1.13):
   /usr/bin/python3 tools/generate_masked_loss_fixtures.py <sd-scripts checkout>
 """
 import argparse
-import importlib.util
 import json
 import os
-import subprocess
-import sys
-import types
 
 import torch
 
+from sd_scripts_reference import commit_of, import_custom_train_functions
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "StableLora.Tests", "Fixtures", "losses", "masked.json")
-
-
-def commit_of(checkout):
-    try:
-        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        with open(os.path.join(checkout, "COMMIT")) as f:
-            return f.read().strip()
-
-
-def import_custom_train_functions(checkout):
-    library = types.ModuleType("library")
-    library.__path__ = []
-    utils = types.ModuleType("library.utils")
-    utils.setup_logging = lambda *a, **k: None
-    library.utils = utils
-    diffusers = types.ModuleType("diffusers")
-    schedulers = types.ModuleType("diffusers.schedulers")
-    ddpm = types.ModuleType("diffusers.schedulers.scheduling_ddpm")
-    ddpm.DDPMScheduler = object
-    sys.modules.update({"library": library, "library.utils": utils, "diffusers": diffusers, "diffusers.schedulers": schedulers,
-                        "diffusers.schedulers.scheduling_ddpm": ddpm})
-    spec = importlib.util.spec_from_file_location("library.custom_train_functions", os.path.join(checkout, "library", "custom_train_functions.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["library.custom_train_functions"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def flat(t):
@@ -65,7 +36,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("checkout")
     args = parser.parse_args()
-    ctf = import_custom_train_functions(args.checkout)
+    ctf = import_custom_train_functions(args.checkout, stub_diffusers=True)
 
     g = torch.Generator().manual_seed(20261204)
     batch, channels, h, w = 3, 4, 8, 8
