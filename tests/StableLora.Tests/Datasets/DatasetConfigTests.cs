@@ -123,7 +123,7 @@ public sealed class DatasetConfigTests
         var random = new Random(2);
         foreach (var (dir, count) in new[] { ("char/close-ups", 2), ("char/full-body", 1), ("reg", 3) })
             for (int i = 0; i < count; i++)
-                WriteNoise(temp.File($"{dir}/{i}.png"), 24 + 8 * i, 32, random);
+                TestFiles.WriteNoise(temp.File($"{dir}/{i}.png"), 24 + 8 * i, 32, random);
         File.WriteAllText(temp.File("char/close-ups/0.txt"), "sks girl, smiling");
         File.WriteAllText(temp.File("dataset.toml"), Toml.Replace("num_repeats = 10", "num_repeats = 2").Replace("num_repeats = 5", "num_repeats = 1")
             .Replace("resolution = 64", "resolution = 32").Replace("min_bucket_reso = 32", "min_bucket_reso = 16"));
@@ -137,15 +137,5 @@ public sealed class DatasetConfigTests
         Assert.Equal(("5", "3", "0.5"), (metadata["ss_num_train_images"], metadata["ss_num_reg_images"], metadata["ss_prior_loss_weight"]));
         Assert.Equal(("True", "True", "1"), (metadata["ss_enable_bucket"], metadata["ss_shuffle_caption"], metadata["ss_keep_tokens"]));
         Assert.Contains("\"smiling\": 1", metadata["ss_tag_frequency"], StringComparison.Ordinal);
-    }
-
-    private static void WriteNoise(string path, int width, int height, Random random)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var image = new Image<Rgb24>(width, height);
-        for (int y = 0; y < height; y++)
-            for (int x = 0; x < width; x++)
-                image[x, y] = new Rgb24((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256));
-        image.SaveAsPng(path);
     }
 }

@@ -90,8 +90,8 @@ public sealed class DatasetTrainingTests
 
         var resumed = await Run("resumed").WithResume(Path.Combine(temp.File("straight"), "checkpoint-step-4")).Build().TrainAsync();
         Assert.Equal(8, resumed.StepsCompleted);
-        Assert.Equal(Hash(straight.LoraPath), Hash(resumed.LoraPath));
-        Assert.Equal(Hash(straight.KohyaWeightsPath), Hash(resumed.KohyaWeightsPath));
+        Assert.Equal(TestFiles.Hash(straight.LoraPath), TestFiles.Hash(resumed.LoraPath));
+        Assert.Equal(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(resumed.KohyaWeightsPath));
 
         var metadata = SafetensorsReader.ReadMetadata(straight.KohyaWeightsPath);
         Assert.Equal(PhotoFixture.GetProperty("ss_bucket_info").GetString(), metadata["ss_bucket_info"]);
@@ -196,8 +196,6 @@ public sealed class DatasetTrainingTests
             Assert.InRange(Math.Abs(DatasetPlan.NumpySum(values) - values.Sum()), 0, 1e-12 * n);
         }
     }
-
-    private static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
     private static void WriteImage(string path, int width, int height)
     {

@@ -18,7 +18,7 @@ public sealed class LatentDiskCacheTests
         using var temp = new TempDirectory();
         var random = new Random(5);
         foreach (var name in new[] { "a", "b", "c" })
-            WriteNoise(temp.File($"data/{name}.png"), 36, 32, random);
+            TestFiles.WriteNoise(temp.File($"data/{name}.png"), 36, 32, random);
 
         var first = await Train(temp, "first", cacheDirectory: temp.File("cache"));
         Assert.Equal((0, 3), first.Counts);
@@ -26,11 +26,11 @@ public sealed class LatentDiskCacheTests
 
         var second = await Train(temp, "second", cacheDirectory: temp.File("cache"));
         Assert.Equal((3, 0), second.Counts);
-        Assert.Equal(Hash(first.Kohya), Hash(second.Kohya));
+        Assert.Equal(TestFiles.Hash(first.Kohya), TestFiles.Hash(second.Kohya));
         var inMemory = await Train(temp, "memory", cacheDirectory: null, toDisk: false);
-        Assert.Equal(Hash(first.Kohya), Hash(inMemory.Kohya));
+        Assert.Equal(TestFiles.Hash(first.Kohya), TestFiles.Hash(inMemory.Kohya));
 
-        WriteNoise(temp.File("data/b.png"), 36, 32, new Random(99));
+        TestFiles.WriteNoise(temp.File("data/b.png"), 36, 32, new Random(99));
         var edited = await Train(temp, "edited", cacheDirectory: temp.File("cache"));
         Assert.Equal((2, 1), edited.Counts);
 
@@ -50,8 +50,8 @@ public sealed class LatentDiskCacheTests
     {
         using var temp = new TempDirectory();
         var random = new Random(8);
-        WriteNoise(temp.File("data/a.png"), 32, 32, random);
-        WriteNoise(temp.File("data/b.jpg"), 32, 40, random);
+        TestFiles.WriteNoise(temp.File("data/a.png"), 32, 32, random);
+        TestFiles.WriteNoise(temp.File("data/b.jpg"), 32, 40, random);
 
         var first = await Train(temp, "first", cacheDirectory: null, flip: true, steps: 6);
         Assert.True(first.Counts.Encoded is 3 or 4, $"{first.Counts}");
@@ -62,7 +62,7 @@ public sealed class LatentDiskCacheTests
 
         var second = await Train(temp, "second", cacheDirectory: null, flip: true, steps: 6);
         Assert.Equal((first.Counts.Encoded, 0), second.Counts);
-        Assert.Equal(Hash(first.Kohya), Hash(second.Kohya));
+        Assert.Equal(TestFiles.Hash(first.Kohya), TestFiles.Hash(second.Kohya));
     }
 
     [Fact]
@@ -95,17 +95,5 @@ public sealed class LatentDiskCacheTests
         Assert.NotNull(summary);
         var numbers = System.Text.RegularExpressions.Regex.Matches(summary!, @"\d+").Select(m => int.Parse(m.Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         return (result.KohyaWeightsPath, (numbers[0], numbers[1]));
-    }
-
-    private static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
-
-    private static void WriteNoise(string path, int width, int height, Random random)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var image = new Image<Rgb24>(width, height);
-        for (int y = 0; y < height; y++)
-            for (int x = 0; x < width; x++)
-                image[x, y] = new Rgb24((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256));
-        image.Save(path);
     }
 }

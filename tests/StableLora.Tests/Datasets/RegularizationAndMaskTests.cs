@@ -258,10 +258,10 @@ public sealed class RegularizationAndMaskTests
         using var temp = new TempDirectory();
         var random = new Random(12);
         foreach (var (name, w, h) in new[] { ("a", 80, 48), ("b", 48, 80), ("c", 64, 64) })
-            WriteNoise(temp.File($"data/2_sks toy/{name}.png"), w, h, random, withAlpha: true);
+            TestFiles.WriteNoise(temp.File($"data/2_sks toy/{name}.png"), w, h, random, withAlpha: true);
         File.WriteAllText(temp.File("data/2_sks toy/a.txt"), "sks toy, red, table, indoor");
         foreach (var (name, w, h) in new[] { ("x", 64, 64), ("y", 96, 32) })
-            WriteNoise(temp.File($"reg/1_toy/{name}.png"), w, h, random, withAlpha: false);
+            TestFiles.WriteNoise(temp.File($"reg/1_toy/{name}.png"), w, h, random, withAlpha: false);
 
         LoraTrainingBuilder Run(string output) => LoraTrainingBuilder.FromPretrained(FixturePaths.TinyPipeline)
             .WithOptions(o => o with
@@ -276,7 +276,7 @@ public sealed class RegularizationAndMaskTests
         var straight = await Run("straight").Build().TrainAsync();
         var resumed = await Run("resumed").WithResume(Path.Combine(temp.File("straight"), "checkpoint-step-4")).Build().TrainAsync();
         Assert.Equal(8, resumed.StepsCompleted);
-        Assert.Equal(Hash(straight.KohyaWeightsPath), Hash(resumed.KohyaWeightsPath));
+        Assert.Equal(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(resumed.KohyaWeightsPath));
         var metadata = SafetensorsReader.ReadMetadata(straight.KohyaWeightsPath);
         Assert.Equal(("6", "2", "0.7"), (metadata["ss_num_train_images"], metadata["ss_num_reg_images"], metadata["ss_prior_loss_weight"]));
         Assert.Equal("{\"1_toy\": {\"n_repeats\": 1, \"img_count\": 2}}", metadata["ss_reg_dataset_dirs"]);
@@ -303,8 +303,6 @@ public sealed class RegularizationAndMaskTests
         Assert.Contains("MaskDirectory", error, StringComparison.Ordinal);
     }
 
-    private static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
-
     private static Tensor Values(JsonElement array) => tensor(array.EnumerateArray().Select(v => (float)v.GetDouble()).ToArray());
 
     private static Tensor Tensor(JsonElement owner, string name, string shapeName) =>
@@ -315,15 +313,5 @@ public sealed class RegularizationAndMaskTests
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         using var image = new Image<Rgba32>(width, height, colour.ToPixel<Rgba32>());
         image.Save(path);
-    }
-
-    private static void WriteNoise(string path, int width, int height, Random random, bool withAlpha)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var image = new Image<Rgba32>(width, height);
-        for (int y = 0; y < height; y++)
-            for (int x = 0; x < width; x++)
-                image[x, y] = new Rgba32((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256), withAlpha ? (byte)(x < width / 2 ? 0 : 255) : (byte)255);
-        image.SaveAsPng(path);
     }
 }

@@ -70,7 +70,7 @@ public sealed class LoraEmaTests
         using (var ema = LoraWeights.Load(straight.EmaKohyaWeightsPath!))
         {
             Assert.Equal(raw.ModuleCount, ema.ModuleCount);
-            Assert.NotEqual(Hash(straight.KohyaWeightsPath), Hash(straight.EmaKohyaWeightsPath!));
+            Assert.NotEqual(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(straight.EmaKohyaWeightsPath!));
         }
 
         var options = new GenerationOptions { Width = 16, Height = 16, Steps = 2, Seed = 1 };
@@ -81,14 +81,14 @@ public sealed class LoraEmaTests
             Assert.False(TensorAssert.BitEqual(emaImage.Images, rawImage.Images), "the EMA's LoRA is not the trained one");
 
         var resumed = await Run("resumed").WithResume(temp.File("straight/checkpoint-step-6")).Build().TrainAsync();
-        Assert.Equal(Hash(straight.KohyaWeightsPath), Hash(resumed.KohyaWeightsPath));
-        Assert.Equal(Hash(straight.EmaKohyaWeightsPath!), Hash(resumed.EmaKohyaWeightsPath!));
-        Assert.Equal(Hash(straight.EmaWeightsPath!), Hash(resumed.EmaWeightsPath!));
+        Assert.Equal(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(resumed.KohyaWeightsPath));
+        Assert.Equal(TestFiles.Hash(straight.EmaKohyaWeightsPath!), TestFiles.Hash(resumed.EmaKohyaWeightsPath!));
+        Assert.Equal(TestFiles.Hash(straight.EmaWeightsPath!), TestFiles.Hash(resumed.EmaWeightsPath!));
 
         // A different update cadence gives a different EMA from the same trained weights.
         var everyStep = await Run("every-step", every: 1).Build().TrainAsync();
-        Assert.Equal(Hash(straight.KohyaWeightsPath), Hash(everyStep.KohyaWeightsPath));
-        Assert.NotEqual(Hash(straight.EmaKohyaWeightsPath!), Hash(everyStep.EmaKohyaWeightsPath!));
+        Assert.Equal(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(everyStep.KohyaWeightsPath));
+        Assert.NotEqual(TestFiles.Hash(straight.EmaKohyaWeightsPath!), TestFiles.Hash(everyStep.EmaKohyaWeightsPath!));
     }
 
     [Fact]
@@ -126,8 +126,6 @@ public sealed class LoraEmaTests
             StableLora.Data.SketchImageGenerator.Generate(sketches, count: 4, size: 24, seed: 5);
         return sketches;
     }
-
-    private static string Hash(string path) => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)));
 
     private static Tensor Values(JsonElement array) => tensor(array.EnumerateArray().Select(v => (float)v.GetDouble()).ToArray());
 }

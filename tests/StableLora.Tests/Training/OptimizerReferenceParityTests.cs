@@ -40,40 +40,17 @@ public sealed class OptimizerReferenceParityTests
         using var scope = NewDisposeScope();
         var c = Document.GetProperty("cases").EnumerateArray().Single(e => e.GetProperty("name").GetString() == caseName);
         using var reader = SafetensorsReader.Open(Path.Combine(Folder, "optimizers.safetensors"));
-        var parameters = Document.GetProperty("parameters").EnumerateArray()
-            .Select(p => (Name: p.GetProperty("name").GetString()!, Group: p.GetProperty("group").GetInt32()))
-            .Select(p => (p.Name, p.Group, Parameter: new Parameter(reader.Read($"init.{p.Name}").clone(), requires_grad: true)))
-            .ToList();
-        var groups = Enumerable.Range(0, 2)
-            .Select(g => (IReadOnlyList<(string, Parameter)>)parameters.Where(p => p.Group == g).Select(p => (p.Name, p.Parameter)).ToList())
-            .ToList();
-        var type = c.GetProperty("optimizer").GetString() switch
+        Assert.Empty(OptimizerChoice.Problems(TypeOf(c), Arguments(c)));
+        var (parameters, optimizer) = Create(c, reader);
+        using (optimizer)
         {
-            "prodigy" => OptimizerType.Prodigy,
-            "adafactor" => OptimizerType.Adafactor,
-            "lion" => OptimizerType.Lion,
-            _ => OptimizerType.Sgd,
-        };
-        var arguments = c.GetProperty("args").EnumerateObject().ToDictionary(a => a.Name, a => ArgumentText(a.Value));
-        Assert.Empty(OptimizerChoice.Problems(type, arguments));
-        using var optimizer = OptimizerChoice.Create(type, arguments, groups);
-
-        int steps = Document.GetProperty("steps").GetInt32();
-        for (int step = 1; step <= steps; step++)
-        {
-            using var stepScope = NewDisposeScope();
-            foreach (var (name, _, parameter) in parameters)
+            int steps = Document.GetProperty("steps").GetInt32();
+            for (int step = 1; step <= steps; step++)
             {
-                // A parameter without a gradient this step is skipped, as the references' `if p.grad is None` does.
-                bool missing = c.TryGetProperty("missing", out var m) && m.TryGetProperty(name, out var missingSteps) && missingSteps.EnumerateArray().Any(x => x.GetInt32() == step);
-                parameter.grad = missing ? null : reader.Read($"grad{step}.{name}").clone();
+                Step(c, reader, parameters, optimizer, step);
+                if (step is 1 or 2 or 10)
+                    Compare(caseName, step, c, reader, parameters.Select(p => (p.Name, p.Parameter)).ToList(), optimizer);
             }
-
-            var learningRates = c.GetProperty("lrs").GetProperty(step.ToString(CultureInfo.InvariantCulture)).EnumerateArray().Select(x => x.GetDouble()).ToList();
-            optimizer.Step(learningRates);
-            optimizer.ZeroGrad();
-            if (step is 1 or 2 or 10)
-                Compare(caseName, step, c, reader, parameters.Select(p => (p.Name, p.Parameter)).ToList(), optimizer);
         }
     }
 
@@ -132,15 +109,17 @@ public sealed class OptimizerReferenceParityTests
         var groups = Enumerable.Range(0, 2)
             .Select(g => (IReadOnlyList<(string, Parameter)>)parameters.Where(p => p.Group == g).Select(p => (p.Name, p.Parameter)).ToList())
             .ToList();
-        var arguments = c.GetProperty("args").EnumerateObject().ToDictionary(a => a.Name, a => ArgumentText(a.Value));
-        return (parameters, OptimizerChoice.Create(TypeOf(c), arguments, groups));
+        return (parameters, OptimizerChoice.Create(TypeOf(c), Arguments(c), groups));
     }
+
+    private static Dictionary<string, string> Arguments(JsonElement c) => c.GetProperty("args").EnumerateObject().ToDictionary(a => a.Name, a => ArgumentText(a.Value));
 
     private static void Step(JsonElement c, SafetensorsReader reader, List<(string Name, int Group, Parameter Parameter)> parameters, ILoraOptimizer optimizer, int step)
     {
         using var scope = NewDisposeScope();
         foreach (var (name, _, parameter) in parameters)
         {
+            // A parameter without a gradient this step is skipped, as the references' `if p.grad is None` does.
             bool missing = c.TryGetProperty("missing", out var m) && m.TryGetProperty(name, out var missingSteps) && missingSteps.EnumerateArray().Any(x => x.GetInt32() == step);
             parameter.grad = missing ? null : reader.Read($"grad{step}.{name}").clone();
         }
@@ -190,16 +169,11 @@ public sealed class OptimizerReferenceParityTests
         }
     }
 
-    /// <summary>max |actual - expected| ≤ relative x max |expected| (a zero tensor must match exactly).</summary>
+    /// <summary>max |actual - expected| ≤ relative x max |expected| over the flattened tensors (a zero tensor must match exactly).</summary>
     private static void CloseToScale(Tensor expected, Tensor actual, double relative, string label)
     {
-        using var scope = NewDisposeScope();
         Assert.Equal(expected.numel(), actual.numel());
-        var e = expected.to(ScalarType.Float64).reshape(-1);
-        var a = actual.to(ScalarType.Float64).cpu().reshape(-1);
-        double scale = e.abs().max().item<double>();
-        double difference = a.sub(e).abs().max().item<double>();
-        Assert.True(difference <= relative * scale, $"{label}: max difference {difference:R} exceeds {relative:R} x {scale:R}");
+        TensorAssert.CloseToScale(expected.reshape(-1), actual.reshape(-1), relative, label);
     }
 
     private static void AssertRelative(double expected, double actual, double relative, string label) =>
