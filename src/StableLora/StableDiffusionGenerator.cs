@@ -462,21 +462,10 @@ public sealed class StableDiffusionGeneratorBuilder
             throw new InvalidOperationException("this builder has already built a generator; start a new one");
     }
 
-    /// <summary>Marks the builder used, after checking every setting again (as the training builder does at Build).</summary>
+    /// <summary>Marks the builder used (every setting was checked when it was set).</summary>
     private void StartBuild()
     {
         EnsureNotBuilt();
-        var errors = new List<OptionError>();
-        if (!DeviceSpec.TryParse(_device, out _))
-            errors.Add(new OptionError("Device", _device, "expected auto, cpu, cuda or cuda:N"));
-        foreach (var (path, _, weight, textEncoderWeight) in _loras)
-        {
-            if (!double.IsFinite(weight) || textEncoderWeight is { } te && !double.IsFinite(te))
-                errors.Add(new OptionError("LoraWeight", path, "LoRA weights must be finite numbers"));
-        }
-
-        if (errors.Count > 0)
-            throw new InvalidOptionsException(errors);
         _built = true;
     }
 

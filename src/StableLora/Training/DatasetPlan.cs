@@ -15,7 +15,6 @@ internal sealed class DatasetPlan
     private DatasetPlan(int[] entries, Dictionary<int, BucketChoice>? buckets, CaptionSettings captions, string defaultCaption)
     {
         Entries = entries;
-        TrainImageCount = entries.Length;
         Buckets = buckets;
         Captions = captions;
         DefaultCaption = defaultCaption;
