@@ -8,12 +8,16 @@ namespace StableLora.Pipeline;
 internal static class DiffusersFolderWriter
 {
     /// <summary>Writes <c>config.json</c> and the weights (<c>diffusion_pytorch_model.safetensors</c>, or <c>model.safetensors</c> for transformers models).</summary>
-    public static void WriteComponent(string directory, string configJson, nn.Module model, bool transformersNaming = false)
+    public static void WriteComponent(string directory, string configJson, nn.Module model, bool transformersNaming = false) =>
+        WriteComponent(directory, configJson, StateDicts.Ordered(model), transformersNaming);
+
+    /// <summary>Writes <c>config.json</c> and the given tensors as the component's weights (for weights stored in another dtype than the model's).</summary>
+    public static void WriteComponent(string directory, string configJson, IEnumerable<KeyValuePair<string, Tensor>> weights, bool transformersNaming = false)
     {
         Directory.CreateDirectory(directory);
         AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), configJson);
-        string weights = transformersNaming ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
-        SafetensorsWriter.Write(Path.Combine(directory, weights), StateDicts.Ordered(model), new Dictionary<string, string> { ["format"] = "pt" });
+        string file = transformersNaming ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+        SafetensorsWriter.Write(Path.Combine(directory, file), weights, new Dictionary<string, string> { ["format"] = "pt" });
     }
 
     /// <summary>Writes a <c>model_index.json</c> for an SD text-to-image pipeline without safety checker.</summary>
