@@ -37,8 +37,12 @@ public sealed record GenerationOptions
     /// </summary>
     public ulong? Seed { get; init; }
 
-    /// <summary>Start from these latents [count, 4, height/8, width/8] instead of drawing them (diffusers' <c>latents=</c>).</summary>
-    public Tensor? InitialLatents { get; init; }
+    /// <summary>
+    /// Start from these latents [count, 4, height/8, width/8] instead of drawing them (diffusers' <c>latents=</c>). Set and
+    /// read by TorchSharp users through <see cref="Advanced.TensorAccess.WithInitialLatents"/> and
+    /// <see cref="Advanced.TensorAccess.GetInitialLatents"/>.
+    /// </summary>
+    internal Tensor? InitialLatents { get; init; }
 
     /// <summary>
     /// Image to image: start from this picture instead of pure noise, as diffusers' <c>StableDiffusionImg2ImgPipeline</c>
@@ -47,7 +51,7 @@ public sealed record GenerationOptions
     /// and denoised from there. Without <see cref="Width"/> and <see cref="Height"/> the output has the picture's size
     /// rounded down to a multiple of the VAE factor (as diffusers); a picture of another size is resized with PIL's
     /// Lanczos filter, as diffusers resizes it.
-    /// Cannot be combined with <see cref="InitialLatents"/>.
+    /// Cannot be combined with initial latents (<see cref="Advanced.TensorAccess.WithInitialLatents"/>).
     /// </summary>
     public RgbImage? InitImage { get; init; }
 

@@ -1,27 +1,31 @@
 using System.Globalization;
 using SixLabors.ImageSharp;
-using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
+using StableLora.IO;
 using StableLora.Layers;
 using static TorchSharp.torch;
 
 namespace StableLora;
 
-/// <summary>The images of one <see cref="StableDiffusionGenerator.Generate"/> call and what made them.</summary>
+/// <summary>
+/// The images of one <see cref="StableDiffusionGenerator.Generate"/> call and what made them, as pixels
+/// (<see cref="GetPixels"/>), ImageSharp images and PNGs. TorchSharp users reach the float tensor through
+/// <see cref="Advanced.TensorAccess.GetImageTensor"/>.
+/// </summary>
 public sealed class GenerationResult : IDisposable
 {
     internal GenerationResult(Tensor images, ulong seed, GenerationParameters parameters)
     {
-        Images = images;
+        ImageTensor = images;
         Seed = seed;
         Parameters = parameters;
     }
 
-    /// <summary>The images as float32 [count, height, width, 3] in [0, 1] on the CPU (diffusers' <c>output_type="np"</c>).</summary>
-    public Tensor Images { get; }
+    /// <summary>The images as float32 [count, height, width, 3] in [0, 1] on the CPU (diffusers' <c>output_type="np"</c>); owned by this result.</summary>
+    internal Tensor ImageTensor { get; }
 
     /// <summary>How many images there are.</summary>
-    public int Count => (int)Images.shape[0];
+    public int Count => (int)ImageTensor.shape[0];
 
     /// <summary>The seed used (drawn at random when none was given).</summary>
     public ulong Seed { get; }
@@ -45,20 +49,24 @@ public sealed class GenerationResult : IDisposable
     {
         CheckIndex(index);
         using var scope = NewDisposeScope();
-        var levels = Images[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
+        var levels = ImageTensor[index].Times(255f).round().Clamp(0, 255).to(ScalarType.Byte).contiguous();
         return new RgbImage((int)levels.shape[1], (int)levels.shape[0], levels.bytes.ToArray());
     }
 
+    /// <summary>
+    /// Image <paramref name="index"/> on its own, as <see cref="StableDiffusionGenerator.GenerateStreamAsync"/> yields it:
+    /// its pixels, this result's seed and parameters, no tensor (it outlives this result).
+    /// </summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    internal GeneratedImage GetImage(int index) => new(index, Seed, GetPixels(index), Parameters);
+
     /// <summary>Writes image <paramref name="index"/> as a PNG with the A1111 <c>parameters</c> text chunk.</summary>
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
-    /// <param name="path">The file to write (folders are created).</param>
+    /// <param name="path">The file to write (folders are created); it is replaced in one step, so a reader never sees a partial file.</param>
     public void SavePng(int index, string path)
     {
-        CheckIndex(index);
-        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (directory is not null)
-            Directory.CreateDirectory(directory);
-        IO.AtomicFile.Write(path, stream => WritePng(index, stream));
+        ArgumentNullException.ThrowIfNull(path);
+        PngOutput.Save(GetPixels(index), Parameters, path);
     }
 
     /// <summary>Writes image <paramref name="index"/> as a PNG, with the A1111 <c>parameters</c> text chunk, to <paramref name="stream"/> (an HTTP response, a blob, memory).</summary>
@@ -67,21 +75,12 @@ public sealed class GenerationResult : IDisposable
     public void WritePng(int index, Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        CheckIndex(index);
-        using var image = ToImage(index);
-        var png = image.Metadata.GetPngMetadata();
-        png.TextData.Add(new PngTextData(GenerationParameters.PngKeyword, Parameters.ToA1111Text(), "", ""));
-        image.SaveAsPng(stream, new PngEncoder { TextCompressionThreshold = int.MaxValue });
+        PngOutput.Write(GetPixels(index), Parameters, stream);
     }
 
     /// <summary>Image <paramref name="index"/> as the bytes of a PNG file (with the A1111 <c>parameters</c> text chunk).</summary>
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
-    public byte[] ToPngBytes(int index)
-    {
-        using var memory = new MemoryStream();
-        WritePng(index, memory);
-        return memory.ToArray();
-    }
+    public byte[] ToPngBytes(int index) => PngOutput.ToBytes(GetPixels(index), Parameters);
 
     private void CheckIndex(int index)
     {
@@ -113,6 +112,6 @@ public sealed class GenerationResult : IDisposable
         return text.Value is null ? null : GenerationParameters.Parse(text.Value);
     }
 
-    /// <summary>Releases the image tensor.</summary>
-    public void Dispose() => Images.Dispose();
+    /// <summary>Releases the image tensor (images taken from this result, <see cref="RgbImage"/>s and PNG bytes, stay valid).</summary>
+    public void Dispose() => ImageTensor.Dispose();
 }

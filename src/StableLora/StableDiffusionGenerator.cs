@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -181,6 +182,47 @@ public sealed class StableDiffusionGenerator : IDisposable
     public Task<GenerationResult> GenerateAsync(string prompt, GenerationOptions? options = null, IProgress<GenerationProgress>? progress = null,
         CancellationToken cancellationToken = default) =>
         Task.Run(() => Generate(prompt, options, progress, cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Generates as <see cref="GenerateAsync"/> does, on a background thread, and yields the images one by one as
+    /// <see cref="GeneratedImage"/>s (pixels, seed, parameters and PNG output; no tensor to dispose), in batch order with
+    /// <see cref="GeneratedImage.Index"/> 0 to <see cref="GenerationOptions.ImageCount"/> - 1. All images of a batch come
+    /// from one noise draw (diffusers' <c>num_images_per_prompt</c>), so the batch is computed as one call and its images
+    /// are yielded when the batch has finished: a service streams them to its client one by one (for example each as
+    /// <see cref="GeneratedImage.WritePng"/> into the response) without holding a result or a tensor. The images equal,
+    /// bit for bit, those of <see cref="GenerateAsync"/> with the same options (the same seed); progress is reported as
+    /// <see cref="Generate"/> reports it.
+    /// </summary>
+    /// <param name="prompt">What to draw.</param>
+    /// <param name="options">Size, steps, guidance, seed, ...; null for the defaults.</param>
+    /// <param name="progress">Receives a report after each denoising step.</param>
+    /// <param name="cancellationToken">
+    /// Checked before the call starts, before each step and before each image is yielded (with
+    /// <c>WithCancellation</c>, that token is combined with this one).
+    /// </param>
+    /// <returns>The images, yielded after the batch has been computed. Nothing runs until the enumeration starts.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="prompt"/> is null (thrown when the enumeration starts).</exception>
+    /// <exception cref="InvalidOptionsException">An option is invalid, as for <see cref="Generate"/>; nothing is computed.</exception>
+    /// <exception cref="OperationCanceledException">
+    /// The token was cancelled: before anything runs when it is cancelled already, else at the next step or image.
+    /// </exception>
+    public async IAsyncEnumerable<GeneratedImage> GenerateStreamAsync(string prompt, GenerationOptions? options = null,
+        IProgress<GenerationProgress>? progress = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        cancellationToken.ThrowIfCancellationRequested();
+        var images = await Task.Run(() =>
+        {
+            // The tensor is released here; the images are plain pixels that outlive it.
+            using var result = Generate(prompt, options, progress, cancellationToken);
+            return Enumerable.Range(0, result.Count).Select(result.GetImage).ToArray();
+        }, cancellationToken).ConfigureAwait(false);
+        foreach (var image in images)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return image;
+        }
+    }
 
     /// <summary>Releases the models (when this generator loaded them) and the LoRAs.</summary>
     public void Dispose()

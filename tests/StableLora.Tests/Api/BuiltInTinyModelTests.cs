@@ -1,3 +1,4 @@
+using StableLora.Advanced;
 using StableLora.Tests.Infrastructure;
 
 namespace StableLora.Tests.Api;
@@ -20,7 +21,8 @@ public sealed class BuiltInTinyModelTests
 
         using var generator = StableDiffusionGenerator.FromPretrained(temp.File("a")).WithDevice("cpu").Build();
         using var result = generator.Generate("a sketch of a cat", new GenerationOptions { Steps = 2, Seed = 1, Width = 64, Height = 64 });
-        Assert.Equal(new long[] { 1, 64, 64, 3 }, result.Images.shape);
-        Assert.True(result.Images.isfinite().all().item<bool>());
+        using var images = result.GetImageTensor();
+        Assert.Equal(new long[] { 1, 64, 64, 3 }, images.shape);
+        Assert.True(images.isfinite().all().item<bool>());
     }
 }

@@ -1,3 +1,4 @@
+using StableLora.Advanced;
 using StableLora.Schedulers;
 using StableLora.Tests.Infrastructure;
 using static TorchSharp.torch;
@@ -42,7 +43,7 @@ public sealed class EdgeCaseGenerationTests
             using var result = generator.Generate("a photo of a cat", new GenerationOptions { Steps = steps, Seed = 7, NegativePrompt = "blurry" },
                 new SynchronousProgress<GenerationProgress>(reports.Add));
 
-            Assert.True(result.Images.isfinite().all().item<bool>(), $"{kind} {steps} steps: the image is not finite");
+            Assert.True(result.ImageTensor.isfinite().all().item<bool>(), $"{kind} {steps} steps: the image is not finite");
             int total = ExpectedEvaluations(kind, steps);
             Assert.Equal(total, generator.ModelEvaluationCount(steps));
             Assert.Equal(Enumerable.Range(1, total), reports.Select(r => r.Step));
@@ -111,16 +112,16 @@ public sealed class EdgeCaseGenerationTests
         Assert.Equal(new[] { "Width", "Steps", "GuidanceScale" }, several.Errors.Select(e => e.Option));
 
         using var wrongShape = zeros(1, 4, 4, 4);
-        var shape = Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { InitialLatents = wrongShape, Steps = 1 }));
+        var shape = Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { Steps = 1 }.WithInitialLatents(wrongShape)));
         Assert.Equal("InitialLatents", shape.Errors.Single().Option);
         Assert.Contains("[1, 4, 8, 8]", shape.Message, StringComparison.Ordinal);
 
         using var integers = zeros(new long[] { 1, 4, 8, 8 }, ScalarType.Int64);
-        Assert.Equal("InitialLatents", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { InitialLatents = integers, Steps = 1 })).Errors.Single().Option);
+        Assert.Equal("InitialLatents", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { Steps = 1 }.WithInitialLatents(integers))).Errors.Single().Option);
 
         var disposed = zeros(1, 4, 8, 8);
         disposed.Dispose();
-        Assert.Equal("InitialLatents", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { InitialLatents = disposed, Steps = 1 })).Errors.Single().Option);
+        Assert.Equal("InitialLatents", Assert.Throws<InvalidOptionsException>(() => generator.Generate("x", new GenerationOptions { Steps = 1 }.WithInitialLatents(disposed))).Errors.Single().Option);
 
         Assert.Throws<ArgumentNullException>(() => generator.Generate(null!, new GenerationOptions { Steps = 1 }));
         Assert.Equal("Steps", Assert.Throws<InvalidOptionsException>(() => generator.ModelEvaluationCount(0)).Errors.Single().Option);

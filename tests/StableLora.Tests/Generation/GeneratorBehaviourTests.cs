@@ -106,7 +106,7 @@ public sealed class GeneratorBehaviourTests(Xunit.Abstractions.ITestOutputHelper
         using var slicedGenerator = Tiny(configure: b => b.WithAttentionSlicing(1));
         using var a = plainGenerator.Generate("a house", options);
         using var b = slicedGenerator.Generate("a house", options);
-        TensorAssert.Close(a.Images, b.Images, FixtureCases.Tolerance("pipeline"), "sliced attention, whole call");
+        TensorAssert.Close(a.ImageTensor, b.ImageTensor, FixtureCases.Tolerance("pipeline"), "sliced attention, whole call");
     }
 
     [Fact]

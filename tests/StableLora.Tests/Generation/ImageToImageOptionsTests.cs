@@ -1,3 +1,4 @@
+using StableLora.Advanced;
 using StableLora.Schedulers;
 using StableLora.Tests.Infrastructure;
 using static TorchSharp.torch;
@@ -42,7 +43,7 @@ public sealed class ImageToImageOptionsTests
         using var generator = Generator();
         using var latents = zeros(1, 4, 8, 12);
         var error = Assert.Throws<InvalidOptionsException>(() =>
-            generator.Generate("x", new GenerationOptions { InitImage = RgbImage.Load(Init), InitialLatents = latents, Steps = 2 }));
+            generator.Generate("x", new GenerationOptions { InitImage = RgbImage.Load(Init), Steps = 2 }.WithInitialLatents(latents)));
         Assert.Contains(error.Errors, e => e.Option == nameof(GenerationOptions.InitialLatents));
     }
 
@@ -60,10 +61,10 @@ public sealed class ImageToImageOptionsTests
     {
         using var generator = Generator();
         using var own = generator.Generate("x", new GenerationOptions { InitImage = RgbImage.Load(Init), Steps = 2, Seed = 1 });
-        Assert.Equal(new long[] { 1, 16, 24, 3 }, own.Images.shape);
+        Assert.Equal(new long[] { 1, 16, 24, 3 }, own.ImageTensor.shape);
         Assert.Equal(0.8, own.Parameters.DenoisingStrength);
         using var resized = generator.Generate("x", new GenerationOptions { InitImage = RgbImage.Load(Init), Steps = 2, Seed = 1, Width = 16, Height = 20 });
-        Assert.Equal(new long[] { 1, 20, 16, 3 }, resized.Images.shape);
+        Assert.Equal(new long[] { 1, 20, 16, 3 }, resized.ImageTensor.shape);
         Assert.Equal((16, 20), (resized.Parameters.Width, resized.Parameters.Height));
     }
 

@@ -40,7 +40,7 @@ public sealed class ImageToImageParityTests
         var reports = new List<GenerationProgress>();
         using var result = generator.Generate(spec.GetProperty("prompt").GetString()!, Options(spec, image), new SyncProgress(reports.Add));
 
-        TensorAssert.Close(Read($"{caseId}.image"), result.Images, FixtureCases.Tolerance("seeded_pndm", "image"), $"{caseId} image");
+        TensorAssert.Close(Read($"{caseId}.image"), result.ImageTensor, FixtureCases.Tolerance("seeded_pndm", "image"), $"{caseId} image");
         Assert.Equal((int)Read($"{caseId}.timesteps").shape[0], reports.Count);
         Assert.Equal(reports.Count, reports[^1].TotalSteps);
         Assert.Equal(spec.GetProperty("strength").GetDouble(), result.Parameters.DenoisingStrength);
@@ -100,7 +100,7 @@ public sealed class ImageToImageParityTests
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(SchedulerKind.Ddim).WithDevice("cpu").Build();
         using var result = generator.Generate("x", new GenerationOptions { InitImage = png, Steps = 2, Seed = 1, Strength = 0.5 });
         Assert.Equal((24, 18), (result.Parameters.Width, result.Parameters.Height));
-        Assert.Equal(new long[] { 1, 18, 24, 3 }, result.Images.shape);
+        Assert.Equal(new long[] { 1, 18, 24, 3 }, result.ImageTensor.shape);
     }
 
     /// <summary>PIL's Lanczos on random pictures: shrinking, enlarging, both at once, one side only; byte for byte.</summary>

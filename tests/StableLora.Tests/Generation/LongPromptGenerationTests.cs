@@ -42,7 +42,7 @@ public sealed class LongPromptGenerationTests
         using var plain = generator.Generate(HundredTokens, Options with { LongPrompts = LongPromptMode.Chunk });
         Assert.DoesNotContain("Clip skip", plain.Parameters.ToA1111Text(), StringComparison.Ordinal);
         Assert.Equal(1, GenerationParameters.Parse(plain.Parameters.ToA1111Text()).ClipSkip);
-        Assert.False(TensorAssert.BitEqual(result.Images, plain.Images), "clip skip 2 must change the image");
+        Assert.False(TensorAssert.BitEqual(result.ImageTensor, plain.ImageTensor), "clip skip 2 must change the image");
     }
 
     [Fact]
@@ -51,13 +51,13 @@ public sealed class LongPromptGenerationTests
         using var generator = Tiny();
         using var shortChunked = generator.Generate("a lighthouse", Options with { LongPrompts = LongPromptMode.Chunk, ClipSkip = 2 });
         using var shortPlain = generator.Generate("a lighthouse", Options with { LongPrompts = LongPromptMode.Truncate, ClipSkip = 2 });
-        TensorAssert.Identical(shortPlain.Images, shortChunked.Images, "a short prompt chunked");
+        TensorAssert.Identical(shortPlain.ImageTensor, shortChunked.ImageTensor, "a short prompt chunked");
 
         using var longChunked = generator.Generate(HundredTokens, Options with { LongPrompts = LongPromptMode.Chunk });
         using var longTruncated = generator.Generate(HundredTokens, Options with { LongPrompts = LongPromptMode.Truncate });
         using var longDefault = generator.Generate(HundredTokens, Options);
-        TensorAssert.Identical(longChunked.Images, longDefault.Images, "chunking is the default");
-        Assert.False(TensorAssert.BitEqual(longTruncated.Images, longChunked.Images), "a long prompt chunked must differ from it truncated");
+        TensorAssert.Identical(longChunked.ImageTensor, longDefault.ImageTensor, "chunking is the default");
+        Assert.False(TensorAssert.BitEqual(longTruncated.ImageTensor, longChunked.ImageTensor), "a long prompt chunked must differ from it truncated");
     }
 
     [Fact]

@@ -37,7 +37,7 @@ public sealed class PerCallLoraTests
                 fresh.WithLora(lora.Path, lora.Weight, lora.TextEncoderWeight);
             using var freshGenerator = fresh.Build();
             using var expected = freshGenerator.Generate("a house", Options());
-            TensorAssert.Identical(expected.Images, served.Images, string.Join(" + ", loras.Select(l => $"{Path.GetFileName(l.Path)}:{l.Weight}")));
+            TensorAssert.Identical(expected.ImageTensor, served.ImageTensor, string.Join(" + ", loras.Select(l => $"{Path.GetFileName(l.Path)}:{l.Weight}")));
             Assert.Equal(loras.Select(l => Path.GetFileNameWithoutExtension(l.Path)), served.Parameters.Loras.Select(l => l.Name));
         }
     }
@@ -52,14 +52,14 @@ public sealed class PerCallLoraTests
         using var generator = Builder().Build();
         using var first = generator.Generate("a house", Options(new LoraSelection(path)));
         using var again = generator.Generate("a house", Options(new LoraSelection(path)));
-        TensorAssert.Identical(first.Images, again.Images, "the same file twice");
+        TensorAssert.Identical(first.ImageTensor, again.ImageTensor, "the same file twice");
 
         File.Copy(Fixture("lokr.safetensors"), path, overwrite: true);
         File.SetLastWriteTimeUtc(path, DateTime.UtcNow.AddMinutes(1));
         using var changed = generator.Generate("a house", Options(new LoraSelection(path)));
         using var lokr = Builder().WithLora(Fixture("lokr.safetensors")).Build();
         using var expected = lokr.Generate("a house", Options());
-        TensorAssert.Identical(expected.Images, changed.Images, "the file after it changed");
+        TensorAssert.Identical(expected.ImageTensor, changed.ImageTensor, "the file after it changed");
     }
 
     [Fact]
@@ -81,6 +81,6 @@ public sealed class PerCallLoraTests
         Assert.Contains("twice", twice.Message);
 
         using var after = generator.Generate("a house", Options());
-        TensorAssert.Identical(before.Images, after.Images, "no LoRA is left attached");
+        TensorAssert.Identical(before.ImageTensor, after.ImageTensor, "no LoRA is left attached");
     }
 }

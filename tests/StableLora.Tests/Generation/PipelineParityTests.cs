@@ -1,3 +1,4 @@
+using StableLora.Advanced;
 using StableLora.Schedulers;
 using StableLora.Tests.Infrastructure;
 using static TorchSharp.torch;
@@ -34,10 +35,9 @@ public sealed class PipelineParityTests
             NegativePrompt = Negative,
             Steps = 10,
             GuidanceScale = 7.5,
-            InitialLatents = ExpectedTensors.Read(PipelineFile, "initial_latents"),
             LoraScale = loraScale,
-        });
-        TensorAssert.Close(ExpectedTensors.Read(PipelineFile, $"{run}_image"), result.Images, FixtureCases.Tolerance("pipeline"), $"{run} image");
+        }.WithInitialLatents(ExpectedTensors.Read(PipelineFile, "initial_latents")));
+        TensorAssert.Close(ExpectedTensors.Read(PipelineFile, $"{run}_image"), result.ImageTensor, FixtureCases.Tolerance("pipeline"), $"{run} image");
     }
 
     [Theory]
@@ -52,7 +52,7 @@ public sealed class PipelineParityTests
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(scheduler).WithDevice("cpu").Build();
         using var result = generator.Generate(spec.GetProperty("prompt").GetString()!, options);
 
-        TensorAssert.Close(ExpectedTensors.Read(SeededFile, $"{caseId}.image"), result.Images, FixtureCases.Tolerance(caseId, "image"), "image");
+        TensorAssert.Close(ExpectedTensors.Read(SeededFile, $"{caseId}.image"), result.ImageTensor, FixtureCases.Tolerance(caseId, "image"), "image");
         var expectedLevels = ExpectedTensors.Read(SeededFile, $"{caseId}.image_uint8").to(ScalarType.Int32);
         for (int i = 0; i < result.Count; i++)
         {
@@ -83,8 +83,8 @@ public sealed class PipelineParityTests
         using var scope = NewDisposeScope();
         using var generator = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithScheduler(SchedulerKind.Ddim).WithDevice("cpu").Build();
         var latents = ExpectedTensors.Read(PipelineFile, "initial_latents");
-        using var withNegative = generator.Generate(Prompt, new GenerationOptions { NegativePrompt = "anything", GuidanceScale = 1.0, Steps = 4, InitialLatents = latents });
-        using var without = generator.Generate(Prompt, new GenerationOptions { GuidanceScale = 1.0, Steps = 4, InitialLatents = latents });
-        TensorAssert.Identical(without.Images, withNegative.Images, "the negative prompt is unused without guidance");
+        using var withNegative = generator.Generate(Prompt, new GenerationOptions { NegativePrompt = "anything", GuidanceScale = 1.0, Steps = 4 }.WithInitialLatents(latents));
+        using var without = generator.Generate(Prompt, new GenerationOptions { GuidanceScale = 1.0, Steps = 4 }.WithInitialLatents(latents));
+        TensorAssert.Identical(without.ImageTensor, withNegative.ImageTensor, "the negative prompt is unused without guidance");
     }
 }

@@ -109,7 +109,7 @@ public sealed class LoraFileParityTests
             builder.WithLora(lora, unetWeight, textEncoderWeight);
         using var generator = builder.Build();
         using var result = generator.Generate(FixtureCases.Case("seeded_pndm").GetProperty("prompt").GetString()!, FixtureCases.SeededOptions("seeded_pndm"));
-        return result.Images.clone();
+        return result.ImageTensor.clone();
     }
 
     /// <summary>The bound: as 8-bit images, every level within 2 of the reference's and the mean difference at most 0.5.</summary>

@@ -39,7 +39,7 @@ public sealed class LoraKeyMatchingTests
             builder.WithLogger(logger);
         using var generator = builder.Build();
         using var result = generator.Generate("a cat", new GenerationOptions { Steps = 2, Seed = 5, Width = 16, Height = 16 });
-        return result.Images.clone();
+        return result.ImageTensor.clone();
     }
 
     [Fact]

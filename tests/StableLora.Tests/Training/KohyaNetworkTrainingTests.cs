@@ -116,7 +116,7 @@ public sealed class KohyaNetworkTrainingTests
                 builder.WithLora(kohya, weight, textEncoder);
             using var generator = builder.Build();
             using var images = generator.Generate("a sketch", options);
-            return images.Images.clone();
+            return images.ImageTensor.clone();
         }
 
         var baseImage = Render(null);

@@ -78,7 +78,7 @@ public sealed class LoraEmaTests
         using (var withRaw = StableDiffusionGenerator.FromPretrained(FixturePaths.TinyPipeline).WithDevice("cpu").WithLora(straight.WeightsPath!).Build())
         using (var emaImage = withEma.Generate("a sketch", options))
         using (var rawImage = withRaw.Generate("a sketch", options))
-            Assert.False(TensorAssert.BitEqual(emaImage.Images, rawImage.Images), "the EMA's LoRA is not the trained one");
+            Assert.False(TensorAssert.BitEqual(emaImage.ImageTensor, rawImage.ImageTensor), "the EMA's LoRA is not the trained one");
 
         var resumed = await Run("resumed").WithResume(temp.File("straight/checkpoint-step-6")).Build().TrainAsync();
         Assert.Equal(TestFiles.Hash(straight.KohyaWeightsPath), TestFiles.Hash(resumed.KohyaWeightsPath));
