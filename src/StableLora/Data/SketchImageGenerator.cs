@@ -83,7 +83,7 @@ public static class SketchImageGenerator
         public Image<Rgb24> Image { get; }
 
         public void Line(float x0, float y0, float x1, float y1, float width, byte ink) =>
-            Stroke(x => DistanceToSegment(x.X, x.Y, x0, y0, x1, y1), Math.Min(x0, x1) - width, Math.Min(y0, y1) - width, Math.Max(x0, x1) + width, Math.Max(y0, y1) + width, width, ink);
+            Stroke(x => PlaneGeometry.DistanceToSegment(x.X, x.Y, x0, y0, x1, y1), Math.Min(x0, x1) - width, Math.Min(y0, y1) - width, Math.Max(x0, x1) + width, Math.Max(y0, y1) + width, width, ink);
 
         public void Circle(float cx, float cy, float radius, float width, byte ink) =>
             Stroke(p => Math.Abs(MathF.Sqrt((p.X - cx) * (p.X - cx) + (p.Y - cy) * (p.Y - cy)) - radius), cx - radius - width, cy - radius - width, cx + radius + width, cy + radius + width, width, ink);
@@ -104,15 +104,6 @@ public static class SketchImageGenerator
                     Image[x, y] = new Rgb24(Mix(pixel.R), Mix(pixel.G), Mix(pixel.B));
                 }
             }
-        }
-
-        private static float DistanceToSegment(float px, float py, float x0, float y0, float x1, float y1)
-        {
-            float dx = x1 - x0, dy = y1 - y0;
-            float lengthSquared = dx * dx + dy * dy;
-            float t = lengthSquared == 0 ? 0 : Math.Clamp(((px - x0) * dx + (py - y0) * dy) / lengthSquared, 0, 1);
-            float ex = px - (x0 + t * dx), ey = py - (y0 + t * dy);
-            return MathF.Sqrt(ex * ex + ey * ey);
         }
     }
 }

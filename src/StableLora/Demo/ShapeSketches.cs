@@ -1,3 +1,5 @@
+using StableLora.Data;
+
 namespace StableLora.Demo;
 
 /// <summary>The four shapes the demo model draws.</summary>
@@ -119,7 +121,7 @@ internal sealed record ShapeOutline(ShapePlacement? Circle, (float X, float Y)[]
         {
             var (x0, y0) = Corners[i];
             var (x1, y1) = Corners[(i + 1) % Corners.Length];
-            best = MathF.Min(best, DistanceToSegment(x, y, x0, y0, x1, y1));
+            best = MathF.Min(best, PlaneGeometry.DistanceToSegment(x, y, x0, y0, x1, y1));
         }
 
         return best;
@@ -147,14 +149,5 @@ internal sealed record ShapeOutline(ShapePlacement? Circle, (float X, float Y)[]
         }
 
         return points;
-    }
-
-    private static float DistanceToSegment(float px, float py, float x0, float y0, float x1, float y1)
-    {
-        float dx = x1 - x0, dy = y1 - y0;
-        float lengthSquared = dx * dx + dy * dy;
-        float t = lengthSquared == 0 ? 0 : Math.Clamp(((px - x0) * dx + (py - y0) * dy) / lengthSquared, 0, 1);
-        float ex = px - (x0 + t * dx), ey = py - (y0 + t * dy);
-        return MathF.Sqrt(ex * ex + ey * ey);
     }
 }
