@@ -12,32 +12,44 @@ namespace StableLora;
 /// Steps: 20, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: sd15, Lora hashes: "my_style: 0a1b2c3d4e5f", Version: StableLora 0.1.0
 /// </code>
 /// </summary>
-/// <param name="Prompt">The prompt as given (LoRA tags are added when written).</param>
-/// <param name="NegativePrompt">The negative prompt ("" when none).</param>
-/// <param name="Steps">Denoising steps asked for.</param>
-/// <param name="Sampler">The A1111 sampler name ("PLMS", "DDIM", "Euler a", "DPM++ 2M", ...).</param>
-/// <param name="CfgScale">The guidance scale.</param>
-/// <param name="Seed">The seed.</param>
-/// <param name="Width">Image width.</param>
-/// <param name="Height">Image height.</param>
-/// <param name="ModelName">The model's name.</param>
-/// <param name="ModelHash">The first 10 hex digits of the model file's sha256 (A1111's short hash), or null.</param>
-/// <param name="Loras">The LoRAs applied, with their weights.</param>
-/// <param name="Version">The program that made the image.</param>
-public sealed record GenerationParameters(
-    string Prompt,
-    string NegativePrompt,
-    int Steps,
-    string Sampler,
-    double CfgScale,
-    ulong Seed,
-    int Width,
-    int Height,
-    string ModelName,
-    string? ModelHash,
-    IReadOnlyList<LoraReference> Loras,
-    string Version)
+public sealed record GenerationParameters
 {
+    /// <summary>The prompt as given (LoRA tags are added when written).</summary>
+    public required string Prompt { get; init; }
+
+    /// <summary>The negative prompt ("" when none).</summary>
+    public required string NegativePrompt { get; init; }
+
+    /// <summary>Denoising steps asked for.</summary>
+    public required int Steps { get; init; }
+
+    /// <summary>The A1111 sampler name ("PLMS", "DDIM", "Euler a", "DPM++ 2M", ...).</summary>
+    public required string Sampler { get; init; }
+
+    /// <summary>The guidance scale.</summary>
+    public required double CfgScale { get; init; }
+
+    /// <summary>The seed.</summary>
+    public required ulong Seed { get; init; }
+
+    /// <summary>Image width.</summary>
+    public required int Width { get; init; }
+
+    /// <summary>Image height.</summary>
+    public required int Height { get; init; }
+
+    /// <summary>The model's name.</summary>
+    public required string ModelName { get; init; }
+
+    /// <summary>The first 10 hex digits of the model file's sha256 (A1111's short hash), or null.</summary>
+    public string? ModelHash { get; init; }
+
+    /// <summary>The LoRAs applied, with their weights.</summary>
+    public required IReadOnlyList<LoraReference> Loras { get; init; }
+
+    /// <summary>The program that made the image.</summary>
+    public required string Version { get; init; }
+
     /// <summary>CLIP skip (<see cref="GenerationOptions.ClipSkip"/>); written as <c>Clip skip: n</c> when not 1, as A1111 does.</summary>
     /// <value>The default value is 1.</value>
     public int ClipSkip { get; init; } = 1;
@@ -124,12 +136,20 @@ public sealed record GenerationParameters(
         }
 
         var size = fields["Size"].Split('x');
-        return new GenerationParameters(prompt, string.Join("\n", negativeLines),
-            int.Parse(fields["Steps"], CultureInfo.InvariantCulture), fields["Sampler"],
-            double.Parse(fields["CFG scale"], CultureInfo.InvariantCulture), ulong.Parse(fields["Seed"], CultureInfo.InvariantCulture),
-            int.Parse(size[0], CultureInfo.InvariantCulture), int.Parse(size[1], CultureInfo.InvariantCulture),
-            fields.GetValueOrDefault("Model", ""), fields.GetValueOrDefault("Model hash"), loras, fields.GetValueOrDefault("Version", ""))
+        return new GenerationParameters
         {
+            Prompt = prompt,
+            NegativePrompt = string.Join("\n", negativeLines),
+            Steps = int.Parse(fields["Steps"], CultureInfo.InvariantCulture),
+            Sampler = fields["Sampler"],
+            CfgScale = double.Parse(fields["CFG scale"], CultureInfo.InvariantCulture),
+            Seed = ulong.Parse(fields["Seed"], CultureInfo.InvariantCulture),
+            Width = int.Parse(size[0], CultureInfo.InvariantCulture),
+            Height = int.Parse(size[1], CultureInfo.InvariantCulture),
+            ModelName = fields.GetValueOrDefault("Model", ""),
+            ModelHash = fields.GetValueOrDefault("Model hash"),
+            Loras = loras,
+            Version = fields.GetValueOrDefault("Version", ""),
             ClipSkip = fields.TryGetValue("Clip skip", out var clipSkip) ? int.Parse(clipSkip, CultureInfo.InvariantCulture) : 1,
             DenoisingStrength = fields.TryGetValue("Denoising strength", out var strength) ? double.Parse(strength, CultureInfo.InvariantCulture) : null,
         };

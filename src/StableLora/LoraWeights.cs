@@ -105,7 +105,7 @@ public sealed class LoraWeights : IDisposable
         using var lora = Load(inputPath);
         if (modelDirectory is not null)
             lora.CheckCompatibleWith(modelDirectory);
-        var metadata = lora.Metadata.TryGetValue("ss_output_name", out var name) ? new LoraExportMetadata(OutputName: name) : null;
+        var metadata = lora.Metadata.TryGetValue("ss_output_name", out var name) ? new LoraExportMetadata { OutputName = name } : null;
         lora.Save(outputPath, format, metadata);
     }
 

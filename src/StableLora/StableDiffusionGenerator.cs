@@ -109,10 +109,20 @@ public sealed class StableDiffusionGenerator : IDisposable
                     lora.Network.SetMultipliers(lora.UnetWeight * options.LoraScale, lora.TextEncoderWeight * options.LoraScale);
 
                 var (images, seed, width, height) = TextToImage.Run(_model, _scheduler, prompt, options, _tiling, _logger, progress, cancellationToken);
-                var parameters = new GenerationParameters(prompt, options.NegativePrompt ?? "", options.Steps, SamplerName(), options.GuidanceScale, seed,
-                    width, height, _model.Name, ModelHash(), active.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
-                    $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}")
+                var parameters = new GenerationParameters
                 {
+                    Prompt = prompt,
+                    NegativePrompt = options.NegativePrompt ?? "",
+                    Steps = options.Steps,
+                    Sampler = SamplerName(),
+                    CfgScale = options.GuidanceScale,
+                    Seed = seed,
+                    Width = width,
+                    Height = height,
+                    ModelName = _model.Name,
+                    ModelHash = ModelHash(),
+                    Loras = active.Select(l => l.Reference with { Weight = l.UnetWeight * options.LoraScale }).ToList(),
+                    Version = $"StableLora {typeof(StableDiffusionGenerator).Assembly.GetName().Version?.ToString(3)}",
                     ClipSkip = options.ClipSkip,
                     DenoisingStrength = options.InitImage is null ? null : options.Strength ?? GenerationOptions.DefaultStrength,
                 };

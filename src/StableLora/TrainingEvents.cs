@@ -4,17 +4,6 @@ namespace StableLora;
 /// A snapshot of training progress, reported through <see cref="IProgress{T}"/> after every optimizer step. It is an
 /// immutable value, so a <see cref="Progress{T}"/> that marshals it to another thread later still sees this step.
 /// </summary>
-/// <param name="Step">Optimizer steps completed so far (1 after the first).</param>
-/// <param name="MaxSteps">The number of steps the run will take.</param>
-/// <param name="Epoch">How many full passes over the dataset have started (0-based).</param>
-/// <param name="Loss">This step's loss (mean over its micro-batches).</param>
-/// <param name="SmoothedLoss">An exponential moving average of the loss (the tqdm-style figure).</param>
-/// <param name="LearningRate">The learning rate this step used.</param>
-/// <param name="ImagesPerSecond">Training throughput over the last steps.</param>
-/// <param name="Elapsed">Time since training started (this run, not counting earlier runs that were resumed from).</param>
-/// <param name="EstimatedRemaining">Estimated time to finish.</param>
-/// <param name="SkippedStep">True when this step's update was skipped (fp16 overflow or non-finite loss).</param>
-/// <param name="LossScale">The fp16 dynamic loss scale after this step (1 without fp16).</param>
 public readonly record struct TrainingProgress(
     long Step,
     long MaxSteps,
@@ -48,29 +37,38 @@ public readonly record struct TrainingProgress(
 }
 
 /// <summary>What a finished (or cancelled) training run produced.</summary>
-/// <param name="LoraPath">The main LoRA file: <see cref="WeightsPath"/> when the attention-processor format can hold the network (the
-/// <see cref="LoraPreset.Attention"/> preset), else <see cref="KohyaWeightsPath"/>.</param>
-/// <param name="WeightsPath">The LoRA in diffusers' attention-processor format (<c>output/lora_weights.pt</c>), or null when that format cannot
-/// hold it (layers outside the UNet's attention projections, or the text encoder).</param>
-/// <param name="KohyaWeightsPath">The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).
-/// For a cancelled run all three paths name the files of the checkpoint it saved; the final files are not written.</param>
-/// <param name="StepsCompleted">Optimizer steps done, including those of a run this one resumed.</param>
-/// <param name="FinalLoss">The last step's loss.</param>
-/// <param name="AverageLoss">The mean loss over the steps of this run.</param>
-/// <param name="Elapsed">Wall time of this run.</param>
-/// <param name="Cancelled">True when the run stopped early because it was cancelled (a checkpoint was saved first).</param>
-/// <param name="LastCheckpointPath">The newest checkpoint folder, or null when none was written.</param>
-public sealed record TrainingResult(
-    string LoraPath,
-    string? WeightsPath,
-    string KohyaWeightsPath,
-    long StepsCompleted,
-    double FinalLoss,
-    double AverageLoss,
-    TimeSpan Elapsed,
-    bool Cancelled,
-    string? LastCheckpointPath)
+public sealed record TrainingResult
 {
+    /// <summary>The main LoRA file: <see cref="WeightsPath"/> when the attention-processor format can hold the network (the
+    /// <see cref="LoraPreset.Attention"/> preset), else <see cref="KohyaWeightsPath"/>.</summary>
+    public required string LoraPath { get; init; }
+
+    /// <summary>The LoRA in diffusers' attention-processor format (<c>output/lora_weights.pt</c>), or null when that format cannot
+    /// hold it (layers outside the UNet's attention projections, or the text encoder).</summary>
+    public string? WeightsPath { get; init; }
+
+    /// <summary>The LoRA as a kohya / AUTOMATIC1111 / ComfyUI <c>.safetensors</c> (<c>output/lora_kohya.safetensors</c>).
+    /// For a cancelled run all three paths name the files of the checkpoint it saved; the final files are not written.</summary>
+    public required string KohyaWeightsPath { get; init; }
+
+    /// <summary>Optimizer steps done, including those of a run this one resumed.</summary>
+    public required long StepsCompleted { get; init; }
+
+    /// <summary>The last step's loss.</summary>
+    public required double FinalLoss { get; init; }
+
+    /// <summary>The mean loss over the steps of this run.</summary>
+    public required double AverageLoss { get; init; }
+
+    /// <summary>Wall time of this run.</summary>
+    public required TimeSpan Elapsed { get; init; }
+
+    /// <summary>True when the run stopped early because it was cancelled (a checkpoint was saved first).</summary>
+    public required bool Cancelled { get; init; }
+
+    /// <summary>The newest checkpoint folder, or null when none was written.</summary>
+    public string? LastCheckpointPath { get; init; }
+
     /// <summary>
     /// With an EMA of the LoRA weights (<see cref="LoraTrainingOptions.LoraEmaDecay"/>): its kohya file
     /// (<c>lora_kohya-ema.safetensors</c>); else null.

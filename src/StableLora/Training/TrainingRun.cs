@@ -312,8 +312,18 @@ internal sealed class TrainingRun
             string seedFile = Path.Combine(lastCheckpoint, CheckpointStore.LoraFile);
             string? checkpointWeights = File.Exists(seedFile) ? seedFile : null;
             string checkpointKohya = Path.Combine(lastCheckpoint, CheckpointStore.KohyaLoraFile);
-            var cancelledResult = new TrainingResult(checkpointWeights ?? checkpointKohya, checkpointWeights, checkpointKohya, state.Step, state.LastLoss,
-                stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN, clock.Elapsed, Cancelled: true, lastCheckpoint);
+            var cancelledResult = new TrainingResult
+            {
+                LoraPath = checkpointWeights ?? checkpointKohya,
+                WeightsPath = checkpointWeights,
+                KohyaWeightsPath = checkpointKohya,
+                StepsCompleted = state.Step,
+                FinalLoss = state.LastLoss,
+                AverageLoss = stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
+                Elapsed = clock.Elapsed,
+                Cancelled = true,
+                LastCheckpointPath = lastCheckpoint,
+            };
             await _observers.NotifyAsync(o => o.OnTrainingCompletedAsync(new TrainingCompletedEvent(cancelledResult))).ConfigureAwait(false);
             return cancelledResult;
         }
@@ -326,9 +336,17 @@ internal sealed class TrainingRun
         _hooks.TrainingFinished?.Invoke(model);
         EnsureFinite(network, optimizer, state.Step, lastCheckpoint, "the final LoRA files were");
         var (weightsPath, kohyaPath, emaWeightsPath, emaKohyaPath) = SaveFinal(network, state, usable.Count, lastCheckpoint);
-        var result = new TrainingResult(weightsPath ?? kohyaPath, weightsPath, kohyaPath, state.Step, state.LastLoss, stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
-            clock.Elapsed, Cancelled: false, lastCheckpoint)
+        var result = new TrainingResult
         {
+            LoraPath = weightsPath ?? kohyaPath,
+            WeightsPath = weightsPath,
+            KohyaWeightsPath = kohyaPath,
+            StepsCompleted = state.Step,
+            FinalLoss = state.LastLoss,
+            AverageLoss = stepsThisRun > 0 ? lossSum / stepsThisRun : double.NaN,
+            Elapsed = clock.Elapsed,
+            Cancelled = false,
+            LastCheckpointPath = lastCheckpoint,
             EmaWeightsPath = emaWeightsPath,
             EmaKohyaWeightsPath = emaKohyaPath,
         };
@@ -400,10 +418,14 @@ internal sealed class TrainingRun
         foreach (var (key, value) in TrainingSettingsMetadata(_options))
             extra[key] = value;
         _plan?.AddMetadata(extra, _options, state.Step, state.Epoch);
-        return new LoraExportMetadata(
-            OutputName: "lora_kohya", BaseModel: _options.Model, TrainingSteps: state.Step,
-            Resolution: _options.Resolution, LearningRate: _options.LearningRate, ImageCount: imageCount)
+        return new LoraExportMetadata
         {
+            OutputName = "lora_kohya",
+            BaseModel = _options.Model,
+            TrainingSteps = state.Step,
+            Resolution = _options.Resolution,
+            LearningRate = _options.LearningRate,
+            ImageCount = imageCount,
             Extra = extra,
         };
     }

@@ -99,8 +99,9 @@ public sealed class ImageToImageOptionsTests
     [Fact]
     public void DenoisingStrengthRoundTripsThroughTheParametersText()
     {
-        var parameters = new GenerationParameters("a cat", "", 20, "DDIM", 7.5, 1, 512, 512, "sd15", null, Array.Empty<LoraReference>(), "StableLora")
+        var parameters = new GenerationParameters
         {
+            Prompt = "a cat", NegativePrompt = "", Steps = 20, Sampler = "DDIM", CfgScale = 7.5, Seed = 1, Width = 512, Height = 512, ModelName = "sd15", Loras = Array.Empty<LoraReference>(), Version = "StableLora",
             DenoisingStrength = 0.65,
         };
         string text = parameters.ToA1111Text();

@@ -54,7 +54,7 @@ public sealed class LoraFormatTests
         using var temp = new TempDirectory();
         using var lora = LoraWeights.Load(FixtureLora);
         string path = temp.File(format == LoraFileFormat.AttnProcs ? "lora.pt" : "lora.safetensors");
-        lora.Save(path, format, new LoraExportMetadata(OutputName: "fixture", TrainingSteps: 3, Resolution: 16));
+        lora.Save(path, format, new LoraExportMetadata { OutputName = "fixture", TrainingSteps = 3, Resolution = 16 });
         using var back = LoraWeights.Load(path);
         Assert.Equal(format, back.SourceFormat);
         AssertSameLayers(lora, back);
@@ -106,7 +106,7 @@ public sealed class LoraFormatTests
         using var temp = new TempDirectory();
         using var lora = LoraWeights.Load(FixtureLora);
         string path = temp.File("lora.safetensors");
-        lora.Save(path, LoraFileFormat.Kohya, new LoraExportMetadata("my_lora", "runwayml/stable-diffusion-v1-5", 500, 512, 1e-4, 12));
+        lora.Save(path, LoraFileFormat.Kohya, new LoraExportMetadata { OutputName = "my_lora", BaseModel = "runwayml/stable-diffusion-v1-5", TrainingSteps = 500, Resolution = 512, LearningRate = 1e-4, ImageCount = 12 });
         var metadata = SafetensorsReader.ReadMetadata(path);
         Assert.Equal("networks.lora", metadata["ss_network_module"]);
         Assert.Equal("4", metadata["ss_network_dim"]);

@@ -1,4 +1,4 @@
-namespace StableLora.Schedulers;
+namespace StableLora;
 
 /// <summary>The noise schedulers StableLora implements, each matching the diffusers 0.21.4 class of the same name.</summary>
 public enum SchedulerKind
