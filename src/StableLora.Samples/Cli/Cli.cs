@@ -17,7 +17,11 @@ internal static class Cli
             Recursive = true,
             DefaultValueFactory = _ => CpuKernelCheck.On,
         };
-        var root = new RootCommand("stablelora: train and use LoRA adapters for Stable Diffusion 1.5");
+        // A named root rather than RootCommand, whose name is the executable's (StableLora.Samples, also when installed as
+        // the stablelora tool): help's usage line shows the command users type.
+        var root = new Command("stablelora", "stablelora: train and use LoRA adapters for Stable Diffusion 1.5");
+        root.Options.Add(new System.CommandLine.Help.HelpOption());
+        root.Options.Add(new VersionOption());
         root.Options.Add(verbose);
         root.Options.Add(kernelCheck);
         root.Subcommands.Add(new TrainCommand().Build(verbose));
