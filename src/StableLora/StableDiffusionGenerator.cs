@@ -481,13 +481,7 @@ public sealed class StableDiffusionGeneratorBuilder
     {
         cancellationToken.ThrowIfCancellationRequested();
         var device = DeviceSpec.ResolveForCompute(_device, _logger);
-        var dtype = _dtype switch
-        {
-            ModelDType.Float16 => ScalarType.Float16,
-            ModelDType.BFloat16 => ScalarType.BFloat16,
-            _ => ScalarType.Float32,
-        };
-        var vaeDtype = _dtype == ModelDType.Float16 && _vaeInFloat32 ? ScalarType.Float32 : dtype;
+        var (dtype, vaeDtype) = ComponentPrecision.Resolve(_dtype, _vaeInFloat32, device, "DType");
         var model = StableDiffusionModel.Load(location, new ModelLoadSettings(device, dtype, vaeDtype, dtype, _variant, _logger), _singleFile);
         try
         {

@@ -244,13 +244,18 @@ internal sealed record Checkpoint(
     LoraExportMetadata? KohyaMetadata = null,
     IReadOnlyList<KeyValuePair<string, Tensor>>? EmaState = null);
 
-/// <summary>The scalar state of a run at a checkpoint.</summary>
+/// <summary>
+/// The scalar state of a run: the loop advances its position and losses (the settable members), and a checkpoint
+/// writes a copy completed with the optimizer's, scaler's and EMA's counters (<c>trainer_state.json</c>).
+/// </summary>
 internal sealed record TrainerState
 {
-    public long Step { get; init; }
-    public int Epoch { get; init; }
-    public int EpochPosition { get; init; }
-    public long SchedulerSteps { get; init; }
+    public long Step { get; set; }
+    public int Epoch { get; set; }
+    public int EpochPosition { get; set; }
+    public long SchedulerSteps { get; set; }
+    public double SmoothedLoss { get; set; }
+    public double LastLoss { get; set; }
     public long OptimizerSteps { get; init; }
 
     /// <summary>The optimizer whose state the checkpoint holds; null in checkpoints from before there was a choice (AdamW).</summary>
@@ -260,8 +265,6 @@ internal sealed record TrainerState
     public long? EmaUpdates { get; init; }
     public double LossScale { get; init; }
     public int LossScaleGoodSteps { get; init; }
-    public double SmoothedLoss { get; init; }
-    public double LastLoss { get; init; }
     public ulong Seed { get; init; }
     public int Rank { get; init; }
     public double Alpha { get; init; }

@@ -22,7 +22,7 @@ namespace StableLora.Training;
 /// comes from generators seeded by <see cref="LoraTrainingOptions.Seed"/> and saved in checkpoints, so a resumed run
 /// continues exactly.
 /// </summary>
-internal sealed class TrainingRun
+internal sealed partial class TrainingRun
 {
     private const double LossSmoothing = 0.05;
     private LoraTrainingOptions _options;
@@ -74,7 +74,7 @@ internal sealed class TrainingRun
     {
         var options = _options;
         var device = DeviceSpec.ResolveForCompute(options.Device, _logger);
-        var (dtype, vaeDtype) = Precision(options, device);
+        var (dtype, vaeDtype) = ComponentPrecision.Resolve(ComponentPrecision.For(options.MixedPrecision), options.VaeInFloat32, device, nameof(options.MixedPrecision));
         var dataset = DatasetPlan.Compose(_dataset ?? DatasetPlan.OpenFolder(options), options);
         var usable = UsableImages(dataset);
         var plan = _plan = DatasetPlan.Create(dataset, usable, options, options.SkipUnreadableImages, e => Log.ImageSkipped(_logger, e.ImageName, e.Message));
@@ -135,7 +135,7 @@ internal sealed class TrainingRun
             Log.AdafactorOwnLearningRate(_logger, options.LearningRate);
         var scaler = options.MixedPrecision == MixedPrecision.Fp16 ? new LossScaler(_hooks.InitialLossScale ?? LossScaler.DefaultInitialScale) : null;
         using var noiseGenerator = new Generator(options.Seed ^ 0xA5A5_5A5A_C3C3_3C3CUL, CPU);
-        var state = new RunState();
+        var state = new TrainerState();
         if (resume is not null)
             Restore(resume, parameters, optimizer, scaler, noiseGenerator, state);
         using var ema = _ema = options.LoraEmaDecay is { } emaDecay ? new LoraEma(parameters, new EmaSettings(emaDecay, options.LoraEmaWarmup)) : null;
@@ -354,116 +354,6 @@ internal sealed class TrainingRun
         return result;
     }
 
-    /// <summary>
-    /// Writes the trained weights as <c>lora_kohya.safetensors</c> and, when the seed's format can hold the network,
-    /// <c>lora_weights.pt</c>; with an EMA, its weights as <c>lora_kohya-ema.safetensors</c> (and <c>lora_weights-ema.pt</c>)
-    /// too, or only those. A seed-format file left by an earlier run that this network cannot be written as is removed,
-    /// so that it cannot be taken for this run's LoRA. Returns the main files: the EMA's when only they are written.
-    /// </summary>
-    private (string? Weights, string Kohya, string? EmaWeights, string? EmaKohya) SaveFinal(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint)
-    {
-        (string? Weights, string Kohya)? trained = _options.LoraEmaOnly ? null : SaveFiles(network, state, imageCount, lastCheckpoint, "");
-        (string? Weights, string Kohya)? ema = _ema is null ? null : _ema.WithEmaWeights(() => SaveFiles(network, state, imageCount, lastCheckpoint, "-ema"));
-        var main = trained ?? ema!.Value;
-        return (main.Weights, main.Kohya, ema?.Weights, ema?.Kohya);
-    }
-
-    private (string? Weights, string Kohya) SaveFiles(LoraNetwork network, RunState state, int imageCount, string? lastCheckpoint, string suffix)
-    {
-        using var scope = NewDisposeScope();
-        string weights = Path.GetFullPath(Path.Combine(_options.OutputDirectory, WithSuffix(CheckpointStore.LoraFile, suffix)));
-        string kohya = Path.GetFullPath(Path.Combine(_options.OutputDirectory, WithSuffix(CheckpointStore.KohyaLoraFile, suffix)));
-        var modules = network.ToModuleWeights();
-        string? seedFormatProblem = IO.LoraFileWriter.CannotHoldInSeedFormat(modules);
-        string target = weights;
-        try
-        {
-            Directory.CreateDirectory(_options.OutputDirectory);
-            if (seedFormatProblem is null)
-            {
-                IO.LoraFileWriter.Write(weights, modules, LoraFileFormat.AttnProcs);
-            }
-            else
-            {
-                Log.SeedFormatNotWritten(_logger, seedFormatProblem, kohya);
-                if (File.Exists(weights))
-                {
-                    File.Delete(weights);
-                    Log.StaleSeedFileRemoved(_logger, weights);
-                }
-            }
-
-            target = kohya;
-            IO.LoraFileWriter.Write(kohya, modules, LoraFileFormat.Kohya, KohyaMetadata(state, imageCount));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new OutputSaveException(target, state.Step, lastCheckpoint, e);
-        }
-
-        Log.FinalWeightsSaved(_logger, seedFormatProblem is null ? $"{weights} and {kohya}" : kohya);
-        return (seedFormatProblem is null ? weights : null, kohya);
-    }
-
-    /// <summary><c>lora_kohya.safetensors</c> with <c>-ema</c>: <c>lora_kohya-ema.safetensors</c>.</summary>
-    private static string WithSuffix(string file, string suffix) => Path.GetFileNameWithoutExtension(file) + suffix + Path.GetExtension(file);
-
-    private LoraExportMetadata KohyaMetadata(RunState state, int imageCount)
-    {
-        var extra = new Dictionary<string, string>();
-        if (_options.TrainTextEncoder)
-            extra["ss_text_encoder_lr"] = IO.PythonFloats.Repr(_options.TextEncoderLearningRate ?? _options.LearningRate);
-        extra["ss_unet_lr"] = IO.PythonFloats.Repr(_options.UnetLearningRate ?? _options.LearningRate);
-        extra["ss_network_train_unet_only"] = _options.TrainTextEncoder ? "False" : "True";
-        foreach (var (key, value) in TrainingSettingsMetadata(_options))
-            extra[key] = value;
-        _plan?.AddMetadata(extra, _options, state.Step, state.Epoch);
-        return new LoraExportMetadata
-        {
-            OutputName = "lora_kohya",
-            BaseModel = _options.Model,
-            TrainingSteps = state.Step,
-            Resolution = _options.Resolution,
-            LearningRate = _options.LearningRate,
-            ImageCount = imageCount,
-            Extra = extra,
-        };
-    }
-
-    /// <summary>
-    /// The schedule and loss settings as sd-scripts' train_network.py writes them (<c>str(args.x)</c>): Python's repr of
-    /// floats, "True"/"False", "None" for an unset option. <c>ss_lr_warmup_steps</c> is the ratio when one was given
-    /// (kohya takes a float below 1 as a ratio) and 0 for the constant schedule, which has no warm-up; sd-scripts writes
-    /// no cycles or power, nor the v-prediction-like loss.
-    /// </summary>
-    internal static IEnumerable<KeyValuePair<string, string>> TrainingSettingsMetadata(LoraTrainingOptions options)
-    {
-        static string Bool(bool value) => value ? "True" : "False";
-        static string Optional(double? value) => value is { } v ? IO.PythonFloats.Repr(v) : "None";
-        var loss = LossSettings.For(options);
-        yield return new("ss_optimizer", OptimizerChoice.KohyaName(options.Optimizer, options.OptimizerArguments));
-        yield return new("ss_lr_scheduler", OptimizerChoice.OwnLearningRate(options.Optimizer, options.OptimizerArguments)
-            ? $"adafactor:{IO.PythonFloats.Repr(options.LearningRate)}"
-            : LearningRateScheduleSettings.Name(options.LearningRateSchedule));
-        yield return new("ss_lr_warmup_steps", options.WarmupRatio is { } ratio && options.LearningRateSchedule != LearningRateSchedule.Constant
-            ? IO.PythonFloats.Repr(ratio)
-            : LearningRateScheduleSettings.EffectiveWarmupSteps(options).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        yield return new("ss_max_grad_norm", IO.PythonFloats.Repr(options.MaxGradNorm));
-        yield return new("ss_noise_offset", Optional(options.NoiseOffset > 0 ? options.NoiseOffset : null));
-        yield return new("ss_min_snr_gamma", Optional(options.MinSnrGamma));
-        yield return new("ss_loss_type", LossSettings.Name(loss.Type));
-        yield return new("ss_huber_schedule", LossSettings.Name(loss.HuberSchedule));
-        yield return new("ss_huber_c", IO.PythonFloats.Repr(loss.HuberC));
-        yield return new("ss_huber_scale", IO.PythonFloats.Repr(LossSettings.HuberScale));
-        yield return new("ss_debiased_estimation", Bool(options.DebiasedEstimation));
-        yield return new("ss_ip_noise_gamma", Optional(options.IpNoiseGamma));
-        yield return new("ss_zero_terminal_snr", Bool(options.ZeroTerminalSnr));
-        // sd-scripts writes str(args.x): "None" when the option is not given (one 77-token window, the last layer).
-        yield return new("ss_max_token_length", options.MaxTokenLength == LoraTrainingOptions.Defaults.MaxTokenLength
-            ? "None" : options.MaxTokenLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        yield return new("ss_clip_skip", options.ClipSkip == 1 ? "None" : options.ClipSkip.ToString(System.Globalization.CultureInfo.InvariantCulture));
-    }
-
     /// <summary>The optimizer's parameter groups: the UNet's LoRA and the text encoder's, each at its own peak learning rate.</summary>
     private static List<(IReadOnlyList<(string Name, Parameter Parameter)> Parameters, double PeakLearningRate)> LearningRateGroups(LoraNetwork network, LoraTrainingOptions options)
     {
@@ -508,53 +398,6 @@ internal sealed class TrainingRun
         await _observers.NotifyAsync(o => o.OnValidationImagesAsync(new ValidationImagesEvent(step, paths))).ConfigureAwait(false);
     }
 
-    private async Task<string> SaveCheckpointAsync(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator,
-        RunState state, string? previousCheckpoint)
-    {
-        EnsureFinite(network, optimizer, state.Step, previousCheckpoint, "the checkpoint was");
-        string path;
-        try
-        {
-            path = SaveCheckpoint(store, network, optimizer, scaler, noiseGenerator, state);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.CheckpointFailed(_logger, state.Step, previousCheckpoint ?? "none", e);
-            throw new OutputSaveException(store.PathFor(state.Step), state.Step, previousCheckpoint, e);
-        }
-
-        Log.CheckpointSaved(_logger, state.Step, path);
-        await _observers.NotifyAsync(o => o.OnCheckpointSavedAsync(new CheckpointSavedEvent(path, state.Step))).ConfigureAwait(false);
-        ThrowIfObserverFailed(state.Step, Array.Empty<string>(), path);
-        return path;
-    }
-
-    private string SaveCheckpoint(CheckpointStore store, LoraNetwork network, ILoraOptimizer optimizer, LossScaler? scaler, Generator noiseGenerator, RunState state)
-    {
-        using var scope = NewDisposeScope();
-        var trainerState = new TrainerState
-        {
-            Step = state.Step,
-            Epoch = state.Epoch,
-            EpochPosition = state.EpochPosition,
-            SchedulerSteps = state.SchedulerSteps,
-            OptimizerSteps = optimizer.StepCount,
-            Optimizer = _options.Optimizer,
-            EmaUpdates = _ema?.Updates,
-            LossScale = scaler?.Scale ?? 1.0,
-            LossScaleGoodSteps = scaler?.GoodSteps ?? 0,
-            SmoothedLoss = state.SmoothedLoss,
-            LastLoss = state.LastLoss,
-            Seed = _options.Seed,
-            Rank = _options.Rank,
-            Alpha = _options.Alpha ?? _options.Rank,
-        };
-        var checkpoint = new Checkpoint(trainerState, _options, network.ToModuleWeights(),
-            network.NamedParameters().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Parameter.detach())).ToList(),
-            optimizer.StateTensors(), noiseGenerator.get_state(), get_rng_state(), KohyaMetadata(state, _imageCount), _ema?.StateTensors());
-        return store.Save(checkpoint, _options.KeepLastCheckpoints);
-    }
-
     /// <summary>An observer that threw stops the run: a <see cref="TrainingFailedException"/> wrapping what it threw, naming the checkpoint saved first.</summary>
     private void ThrowIfObserverFailed(long step, IReadOnlyList<string> images, string? lastCheckpoint)
     {
@@ -574,121 +417,12 @@ internal sealed class TrainingRun
                 lastCheckpoint);
     }
 
-    private void CheckResumable(LoadedCheckpoint? resume)
-    {
-        if (resume is null)
-            return;
-        var s = resume.State;
-        double alpha = _options.Alpha ?? _options.Rank;
-        if (s.Rank != _options.Rank || s.Alpha != alpha || s.Seed != _options.Seed)
-            throw new InvalidOptionsException(new[]
-            {
-                new OptionError(nameof(_options.ResumeFrom), resume.Directory,
-                    $"the checkpoint was made with rank {s.Rank}, alpha {s.Alpha}, seed {s.Seed}; this run has rank {_options.Rank}, alpha {alpha}, seed {_options.Seed}"),
-            });
-        var saved = s.Optimizer ?? OptimizerType.AdamW;
-        if (saved != _options.Optimizer)
-            throw new InvalidOptionsException(nameof(_options.ResumeFrom), resume.Directory,
-                $"the checkpoint holds {saved}'s state; this run's optimizer is {_options.Optimizer} (resume with the same optimizer)");
-    }
-
-    private static void Restore(LoadedCheckpoint resume, List<(string Name, Parameter Parameter)> parameters, ILoraOptimizer optimizer, LossScaler? scaler,
-        Generator noiseGenerator, RunState state)
-    {
-        using var scope = NewDisposeScope();
-        using (no_grad())
-        {
-            foreach (var (name, parameter) in parameters)
-            {
-                var saved = resume.ReadLoraParameter(name) ?? throw new InvalidModelFileException(resume.Directory, name, "the checkpoint lacks this LoRA parameter");
-                parameter.copy_(saved);
-            }
-        }
-
-        // AdamW starts a moment it lacks from zero (as it always has); the other optimizers' state must all be there.
-        optimizer.LoadState(resume.State.OptimizerSteps, name => resume.ReadOptimizerTensor(name)
-            ?? (optimizer is AdamWOptimizer ? null : throw new InvalidModelFileException(resume.Directory, name, "the checkpoint lacks this optimizer state")));
-        noiseGenerator.set_state(resume.NoiseGeneratorState);
-        set_rng_state(resume.GlobalRngState);
-        scaler?.Restore(resume.State.LossScale, resume.State.LossScaleGoodSteps);
-        state.Step = resume.State.Step;
-        state.Epoch = resume.State.Epoch;
-        state.EpochPosition = resume.State.EpochPosition;
-        state.SchedulerSteps = resume.State.SchedulerSteps;
-        state.SmoothedLoss = resume.State.SmoothedLoss;
-        state.LastLoss = resume.State.LastLoss;
-    }
-
-    private List<int> UsableImages(IImageDataset dataset)
-    {
-        var usable = new List<int>();
-        for (int i = 0; i < dataset.Count; i++)
-        {
-            try
-            {
-                Probe(dataset, i);
-                usable.Add(i);
-            }
-            catch (InvalidImageException e) when (_options.SkipUnreadableImages)
-            {
-                Log.ImageSkipped(_logger, e.ImageName, e.Message);
-            }
-        }
-
-        if (usable.Count == 0)
-            throw new InvalidDataException("none of the dataset's images can be read");
-        Log.DatasetReady(_logger, usable.Count, dataset.Count - usable.Count);
-        return usable;
-    }
-
-    /// <summary>Checks a folder image's header without decoding it (other datasets are read when used).</summary>
-    private static void Probe(IImageDataset dataset, int index)
-    {
-        switch (RegularizedDataset.Unwrap(dataset))
-        {
-            case RegularizedDataset regularized when index < regularized.TrainCount:
-                Probe(regularized.Train, index);
-                break;
-            case RegularizedDataset regularized:
-                Probe(regularized.Regularization, index - regularized.TrainCount);
-                break;
-            case ImageFolderDataset folder:
-                folder.Probe(index);
-                break;
-        }
-    }
-
-    private static (ScalarType Model, ScalarType Vae) Precision(LoraTrainingOptions options, Device device)
-    {
-        switch (options.MixedPrecision)
-        {
-            case MixedPrecision.Bf16:
-                if (!DeviceSpec.SupportsBFloat16(device))
-                    throw new InvalidOptionsException(new[] { new OptionError(nameof(options.MixedPrecision), "Bf16", $"device {device} does not compute in bfloat16; use Fp16 or No") });
-                return (ScalarType.BFloat16, ScalarType.BFloat16);
-            case MixedPrecision.Fp16:
-                return (ScalarType.Float16, options.VaeInFloat32 ? ScalarType.Float32 : ScalarType.Float16);
-            default:
-                return (ScalarType.Float32, ScalarType.Float32);
-        }
-    }
-
     private static PredictionKind PredictionTarget(SchedulerConfig config) => config.PredictionType switch
     {
         null or "epsilon" => PredictionKind.Epsilon,
         "v_prediction" => PredictionKind.Velocity,
         var other => throw config.Unsupported("prediction_type", other, "LoRA training supports epsilon and v_prediction models"),
     };
-
-    private sealed class RunState
-    {
-        public long Step { get; set; }
-        public int Epoch { get; set; }
-        public int EpochPosition { get; set; }
-        public long SchedulerSteps { get; set; }
-        public double SmoothedLoss { get; set; }
-        public double LastLoss { get; set; }
-    }
 }
 
 /// <summary>Test seams: see the model the run loaded, and force an fp16 loss scale.</summary>
