@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using StableLora.Diagnostics;
 using StableLora.Hub;
 using StableLora.Pipeline;
+using StableLora.SingleFile;
 using static TorchSharp.torch;
 
 namespace StableLora;

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using StableLora.Schedulers;
+using StableLora.SingleFile;
 using StableLora.TextEncoder;
 using StableLora.Unet;
 using StableLora.Vae;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using StableLora.Layers;
 using StableLora.Pipeline;
+using StableLora.SingleFile;
 using StableLora.Tests.Infrastructure;
 using StableLora.TextEncoder;
 using StableLora.Unet;

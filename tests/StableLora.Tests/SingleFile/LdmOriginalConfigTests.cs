@@ -2,6 +2,7 @@ using System.Text.Json;
 using StableLora.Configuration;
 using StableLora.Pipeline;
 using StableLora.Schedulers;
+using StableLora.SingleFile;
 using StableLora.Tests.Infrastructure;
 using StableLora.TextEncoder;
 using StableLora.Unet;

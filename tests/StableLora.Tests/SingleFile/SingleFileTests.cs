@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using StableLora.IO;
 using StableLora.Pipeline;
+using StableLora.SingleFile;
 using StableLora.Tests.Infrastructure;
 using static TorchSharp.torch;
 

@@ -1,13 +1,14 @@
 using Microsoft.Extensions.Logging;
 using StableLora.Diagnostics;
 using StableLora.IO;
+using StableLora.Pipeline;
 using StableLora.Schedulers;
 using StableLora.TextEncoder;
 using StableLora.Unet;
 using StableLora.Vae;
 using static TorchSharp.torch;
 
-namespace StableLora.Pipeline;
+namespace StableLora.SingleFile;
 
 /// <summary>
 /// Loads an original LDM/CompVis single-file checkpoint of SD 1.x (<c>.safetensors</c>, or a <c>.ckpt</c> read by the

@@ -1,7 +1,8 @@
+using StableLora.Pipeline;
 using StableLora.Unet;
 using StableLora.Vae;
 
-namespace StableLora.Pipeline;
+namespace StableLora.SingleFile;
 
 /// <summary>
 /// The names the original LDM/CompVis code gives a model's tensors, derived from the diffusers config (block counts,

@@ -1,9 +1,10 @@
 using System.Text.Json;
 using StableLora.IO;
 using StableLora.Layers;
+using StableLora.Pipeline;
 using static TorchSharp.torch;
 
-namespace StableLora.Pipeline;
+namespace StableLora.SingleFile;
 
 /// <summary>
 /// Writes a loaded pipeline back out, tensor by tensor (no second copy of the weights in memory): as a diffusers

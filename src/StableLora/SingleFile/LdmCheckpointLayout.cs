@@ -1,6 +1,7 @@
 using StableLora.IO;
+using StableLora.Pipeline;
 
-namespace StableLora.Pipeline;
+namespace StableLora.SingleFile;
 
 /// <summary>
 /// What an original LDM/CompVis single-file checkpoint holds, sorted by component: UNet

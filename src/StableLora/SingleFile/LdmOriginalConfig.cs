@@ -1,7 +1,8 @@
 using System.Text.Json;
 using StableLora.Configuration;
+using StableLora.Pipeline;
 
-namespace StableLora.Pipeline;
+namespace StableLora.SingleFile;
 
 /// <summary>
 /// An original LDM/CompVis inference yaml (<c>v1-inference.yaml</c>) turned into diffusers configs the way diffusers'
