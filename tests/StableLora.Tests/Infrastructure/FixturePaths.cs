@@ -13,3 +13,10 @@ internal static class FixturePaths
 
     public static string Sd15Keys => Path.Combine(Root, "sd15-keys");
 }
+
+/// <summary>How the parity tests load the fixture's components: through the library's own loader, in float32 on the CPU.</summary>
+internal static class FixtureLoadSettings
+{
+    public static StableLora.Pipeline.ComponentLoadSettings CpuFloat32 { get; } =
+        new(TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32, null, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+}

@@ -1,5 +1,6 @@
 using StableLora.IO;
 using StableLora.Layers;
+using StableLora.Pipeline;
 using StableLora.Tests.Infrastructure;
 using StableLora.TextEncoder;
 using static TorchSharp.torch;
@@ -10,15 +11,8 @@ public sealed class TextEncoderParityTests
 {
     private const string File = "text_encoder.safetensors";
 
-    internal static ClipTextModel LoadFixtureTextEncoder()
-    {
-        var config = ClipTextConfig.FromFile(Path.Combine(FixturePaths.TinyPipeline, "text_encoder", "config.json"));
-        var model = new ClipTextModel(config, TensorSpec.CpuFloat32);
-        using var reader = SafetensorsReader.Open(Path.Combine(FixturePaths.TinyPipeline, "text_encoder", "model.safetensors"));
-        StateDictLoader.Load(model, reader);
-        model.eval();
-        return model;
-    }
+    internal static ClipTextModel LoadFixtureTextEncoder() =>
+        ComponentLoader.LoadTextEncoder(Path.Combine(FixturePaths.TinyPipeline, "text_encoder"), FixtureLoadSettings.CpuFloat32);
 
     [Fact]
     public void HiddenStatesMatchTransformers()

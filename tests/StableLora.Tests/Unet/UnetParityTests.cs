@@ -1,5 +1,6 @@
 using StableLora.IO;
 using StableLora.Layers;
+using StableLora.Pipeline;
 using StableLora.Tests.Infrastructure;
 using StableLora.Unet;
 using TorchSharp;
@@ -11,15 +12,8 @@ public sealed class UnetParityTests
 {
     private const string File = "unet.safetensors";
 
-    internal static UNet2DConditionModel LoadFixtureUnet()
-    {
-        var config = UNet2DConditionConfig.FromFile(Path.Combine(FixturePaths.TinyPipeline, "unet", "config.json"));
-        var unet = new UNet2DConditionModel(config, TensorSpec.CpuFloat32);
-        using var reader = SafetensorsReader.Open(Path.Combine(FixturePaths.TinyPipeline, "unet", "diffusion_pytorch_model.safetensors"));
-        StateDictLoader.Load(unet, reader);
-        unet.eval();
-        return unet;
-    }
+    internal static UNet2DConditionModel LoadFixtureUnet() =>
+        ComponentLoader.LoadUnet(Path.Combine(FixturePaths.TinyPipeline, "unet"), FixtureLoadSettings.CpuFloat32);
 
     [Theory]
     [InlineData("timesteps_int", "out_int")]

@@ -1,5 +1,6 @@
 using StableLora.IO;
 using StableLora.Layers;
+using StableLora.Pipeline;
 using StableLora.Tests.Infrastructure;
 using StableLora.Vae;
 using static TorchSharp.torch;
@@ -10,15 +11,8 @@ public sealed class VaeParityTests
 {
     private const string File = "vae.safetensors";
 
-    internal static AutoencoderKL LoadFixtureVae()
-    {
-        var config = AutoencoderKLConfig.FromFile(Path.Combine(FixturePaths.TinyPipeline, "vae", "config.json"));
-        var vae = new AutoencoderKL(config, TensorSpec.CpuFloat32);
-        using var reader = SafetensorsReader.Open(Path.Combine(FixturePaths.TinyPipeline, "vae", "diffusion_pytorch_model.safetensors"));
-        StateDictLoader.Load(vae, reader);
-        vae.eval();
-        return vae;
-    }
+    internal static AutoencoderKL LoadFixtureVae() =>
+        ComponentLoader.LoadVae(Path.Combine(FixturePaths.TinyPipeline, "vae"), FixtureLoadSettings.CpuFloat32);
 
     [Fact]
     public void EncodeMatchesDiffusers()
