@@ -40,7 +40,6 @@ internal static class AttentionComputation
             value = value.to(float32);
         }
 
-        FlopCounter.Add(4 * query.shape[0] * query.shape[1] * query.shape[2] * key.shape[2] * query.shape[3]);
         var attended = attention.SliceSize is { } slice ? SlicedAttention(query, key, value, slice) : nn.functional.scaled_dot_product_attention(query, key, value);
         var merged = attended.transpose(1, 2).reshape(batch, -1, shape.Heads * shape.HeadDim).to(outputDType);
         var output = attention.ToOut.forward(merged);

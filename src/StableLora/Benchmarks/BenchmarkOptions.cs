@@ -18,7 +18,7 @@ internal enum BenchmarkArchitecture
     Sd15,
 }
 
-/// <summary>What the benchmark measures. Every training measurement is the seed's LoRA step (rank 4 on to_q/to_k/to_v/to_out.0).</summary>
+/// <summary>What the benchmark measures. Every training measurement is the attention-preset LoRA step (rank 4 on to_q/to_k/to_v/to_out.0).</summary>
 internal sealed record BenchmarkOptions
 {
     /// <summary>The model size.</summary>

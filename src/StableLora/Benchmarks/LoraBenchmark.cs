@@ -144,7 +144,7 @@ internal static class LoraBenchmark
                 step.Update(1e-4);
             }
 
-            double flops = CountFlops(() =>
+            double flops = CountFlops(models, () =>
             {
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
@@ -152,7 +152,7 @@ internal static class LoraBenchmark
             }) * 2;
             if (full)
             {
-                flops += CountFlops(() =>
+                flops += CountFlops(models, () =>
                 {
                     using var scope = NewDisposeScope();
                     using var noGrad = no_grad();
@@ -189,7 +189,7 @@ internal static class LoraBenchmark
                 vae.Decode(latents);
         }
 
-        double flops = CountFlops(Run);
+        double flops = CountFlops(models, Run);
         return Time(encode ? "vae-encode" : "vae-decode", dtypeName, batch, options, Run, flops, peak, models.Device);
     }
 
@@ -212,7 +212,7 @@ internal static class LoraBenchmark
             using var result = generator.Generate("a sketch of a lighthouse on a cliff", generation);
         }
 
-        double flops = CountFlops(() =>
+        double flops = CountFlops(models, () =>
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
@@ -246,11 +246,11 @@ internal static class LoraBenchmark
             memory.Peak, flops, tflops, peak > 0 ? tflops / peak : null);
     }
 
-    private static double CountFlops(Action forward)
+    private static double CountFlops(BenchmarkModels models, Action forward)
     {
-        using var counting = FlopCounter.Start(out var total);
+        using var counter = FlopCounter.Attach(models.Unet, models.Vae, models.TextEncoder);
         forward();
-        return total();
+        return counter.Flops;
     }
 
     private static void Synchronize(Device device)

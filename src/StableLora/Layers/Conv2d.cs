@@ -50,7 +50,6 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IInitializable, Lora.I
     public override Tensor forward(Tensor input)
     {
         var output = CpuConvolution.Forward(input, weight, bias, _stride[0], _padding[0]);
-        FlopCounter.Add(2 * output.NumberOfElements * InChannels * KernelSize * KernelSize);
         return Adapters.IsEmpty ? output : Adapters.Apply(input, output);
     }
 

@@ -45,7 +45,6 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IInitializable, Lora.I
     public override Tensor forward(Tensor input)
     {
         var output = nn.functional.linear(input, weight, bias);
-        FlopCounter.Add(2 * output.NumberOfElements * InFeatures);
         return Adapters.IsEmpty ? output : Adapters.Apply(input, output);
     }
 

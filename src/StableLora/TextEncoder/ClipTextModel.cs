@@ -184,7 +184,6 @@ internal sealed class ClipAttention : nn.Module
     {
         long batch = hiddenStates.shape[0], tokens = hiddenStates.shape[1];
         Tensor Heads(Tensor projected) => projected.view(batch, tokens, _heads, _headDim).transpose(1, 2);
-        FlopCounter.Add(4 * batch * _heads * tokens * tokens * _headDim);
         var attended = nn.functional.scaled_dot_product_attention(
             Heads(q_proj.forward(hiddenStates)), Heads(k_proj.forward(hiddenStates)), Heads(v_proj.forward(hiddenStates)), is_casual: true);
         return out_proj.forward(attended.transpose(1, 2).reshape(batch, tokens, _heads * _headDim));
