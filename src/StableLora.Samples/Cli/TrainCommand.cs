@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 
 namespace StableLora.Samples.Cli;
 
-/// <summary><c>stablelora train</c>: the seed's train.py through the public builder.</summary>
+/// <summary><c>stablelora train</c>: LoRA training through the public builder.</summary>
 internal sealed class TrainCommand
 {
     private readonly Option<string?> _model = Parsing.Option<string?>("--model", "Base model: a diffusers folder, a single-file checkpoint or a hub id org/name[@revision] (omit with --data for the built-in demo)");
@@ -43,7 +43,7 @@ internal sealed class TrainCommand
     private readonly Option<double?> _vPredLikeLoss = Parsing.Option<double?>("--v-pred-like-loss", "Add this x a v-prediction-like loss (sd-scripts' v_pred_like_loss)");
     private readonly Option<int?> _rank = Parsing.Option<int?>("--rank", "LoRA rank (default 4)");
     private readonly Option<double?> _alpha = Parsing.Option<double?>("--alpha", "LoRA alpha (default: the rank)");
-    private readonly Option<string?> _targets = Parsing.Option<string?>("--targets", "Adapted UNet layers: attention (default, the seed's), kohya (every Transformer2DModel layer) or comma-separated module-path globs");
+    private readonly Option<string?> _targets = Parsing.Option<string?>("--targets", "Adapted UNet layers: attention (default: q, k, v and out of every attention), kohya (every Transformer2DModel layer) or comma-separated module-path globs");
     private readonly Option<int?> _convRank = Parsing.Option<int?>("--conv-rank", "LoCon: also adapt the resnet/down/upsample convolutions, 3x3 ones at this rank");
     private readonly Option<double?> _convAlpha = Parsing.Option<double?>("--conv-alpha", "Alpha of the 3x3 convolutions (default: the conv rank)");
     private readonly Option<bool> _trainTextEncoder = Parsing.Option<bool>("--train-text-encoder", "Train LoRA on the text encoder too");
@@ -149,7 +149,7 @@ internal sealed class TrainCommand
         Console.WriteLine(FormattableString.Invariant(
             $"Waited {dataWait.TotalSeconds:F1} s for images ({(training.Elapsed > TimeSpan.Zero ? 100 * dataWait / training.Elapsed : 0):F1}% of the run); decoding runs ahead on a background thread"));
         if (training.WeightsPath is not null)
-            Console.WriteLine($"LoRA: {training.WeightsPath} (the seed's format; torch.load reads it)");
+            Console.WriteLine($"LoRA: {training.WeightsPath} (diffusers' attention-processor format; torch.load reads it)");
         Console.WriteLine($"{(training.WeightsPath is null ? "LoRA: " : "      ")}{training.KohyaWeightsPath} (kohya: AUTOMATIC1111 / ComfyUI / sd-scripts)");
         if (training.EmaKohyaWeightsPath is not null && training.EmaKohyaWeightsPath != training.KohyaWeightsPath)
             Console.WriteLine($"EMA:  {training.EmaKohyaWeightsPath}");

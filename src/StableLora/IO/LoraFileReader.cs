@@ -11,7 +11,7 @@ internal sealed record LoraFileContent(string Path, LoraFileFormat Format, IRead
 
 /// <summary>
 /// Reads a LoRA in any layout the SD 1.x ecosystem uses (safetensors or PyTorch pickle), detecting the layout from its
-/// keys: kohya (<c>lora_unet_*</c>, <c>lora_te_*</c>; LoRA, LoCon, LyCORIS LoHa / LoKr / full, DoRA), the seed's
+/// keys: kohya (<c>lora_unet_*</c>, <c>lora_te_*</c>; LoRA, LoCon, LyCORIS LoHa / LoKr / full, DoRA), the attention-processor format's
 /// AttnProcsLayers, PEFT (<c>lora_A</c> / <c>lora_B</c>) and diffusers 0.21 (<c>lora.down</c> / <c>lora.up</c>,
 /// <c>lora_linear_layer</c>). Each module is checked on its own terms: every part present, ranks agreeing, floating-point
 /// values, positive finite alphas, and nothing but tensors.

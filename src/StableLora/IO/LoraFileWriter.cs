@@ -35,7 +35,7 @@ internal static class LoraFileWriter
         }
     }
 
-    /// <summary>Why the seed's format cannot hold these modules (a text-encoder or non-attention module), or null when it can.</summary>
+    /// <summary>Why the attention-processor format cannot hold these modules (a text-encoder or non-attention module), or null when it can.</summary>
     public static string? CannotHoldInSeedFormat(IReadOnlyList<LoraModuleWeights> modules)
     {
         var foreign = modules.FirstOrDefault(m => !LoraKeyNames.IsAttentionProjection(m.Key) || m.Down.dim() != 2 || m.Up.dim() != 2);
@@ -46,8 +46,8 @@ internal static class LoraFileWriter
     }
 
     /// <summary>
-    /// The seed's state dict. The format has no alpha, so a layer whose alpha differs from its rank has alpha / rank
-    /// folded into its <c>up</c> weight: the seed's processors (scale 1) then compute the same output.
+    /// The attention-processor state dict (<c>lora_weights.pt</c>). The format has no alpha, so a layer whose alpha differs from its rank has alpha / rank
+    /// folded into its <c>up</c> weight: diffusers' LoRA processors (scale 1) then compute the same output.
     /// </summary>
     public static List<KeyValuePair<string, Tensor>> AttnProcsStateDict(IReadOnlyList<LoraModuleWeights> modules)
     {

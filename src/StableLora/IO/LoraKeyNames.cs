@@ -19,7 +19,7 @@ internal static partial class LoraKeyNames
 
     public const string ProcessorSuffix = ".processor";
 
-    /// <summary>The seed's processor attribute for each attention projection.</summary>
+    /// <summary>The attention-processor format's attribute for each attention projection.</summary>
     public static readonly IReadOnlyDictionary<string, string> ProcessorAttribute = new Dictionary<string, string>
     {
         ["to_q"] = "to_q_lora", ["to_k"] = "to_k_lora", ["to_v"] = "to_v_lora", ["to_out.0"] = "to_out_lora",
@@ -93,7 +93,7 @@ internal static partial class LoraKeyNames
     /// <summary>True for a UNet attention projection key (<c>unet.…transformer_blocks.k.attn{1|2}.{to_q|to_k|to_v|to_out.0}</c>).</summary>
     public static bool IsAttentionProjection(string key) => AttentionProjection().IsMatch(key);
 
-    /// <summary>The seed's key prefix of a UNet attention projection: <c>…attn1.processor.to_q_lora</c>.</summary>
+    /// <summary>The attention-processor format's key prefix of a UNet attention projection: <c>…attn1.processor.to_q_lora</c>.</summary>
     public static string ToAttnProcs(string key)
     {
         string path = ModuleKeys.PathOf(key);
@@ -101,7 +101,7 @@ internal static partial class LoraKeyNames
         return $"{path[..^(projection.Length + 1)]}{ProcessorSuffix}.{ProcessorAttribute[projection]}";
     }
 
-    /// <summary>The module key of the seed's <c>…processor.to_q_lora</c> prefix (with or without <c>unet.</c>), or null.</summary>
+    /// <summary>The module key of an attention-processor <c>…processor.to_q_lora</c> prefix (with or without <c>unet.</c>), or null.</summary>
     public static string? FromAttnProcs(string prefix)
     {
         string name = prefix.StartsWith("unet.", StringComparison.Ordinal) ? prefix["unet.".Length..] : prefix;

@@ -8,7 +8,7 @@ namespace StableLora.Lora;
 /// <summary>How a new LoRA adapter's weights start.</summary>
 internal enum LoraInitialization
 {
-    /// <summary>The seed's (diffusers 0.21's LoRALinearLayer): down ~ N(0, 1/rank), up = 0.</summary>
+    /// <summary>diffusers 0.21's LoRALinearLayer: down ~ N(0, 1/rank), up = 0.</summary>
     Seed,
 
     /// <summary>kohya's: down Kaiming-uniform as <c>nn.Linear</c>/<c>nn.Conv2d</c> initialise (bound 1/sqrt(fan_in)), up = 0.</summary>

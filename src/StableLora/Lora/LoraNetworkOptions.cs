@@ -54,12 +54,12 @@ internal sealed record LoraNetworkOptions
 /// <summary>A module chosen for a new LoRA, with its settings and how its weights start.</summary>
 internal sealed record LoraTarget(AdaptableModule Module, LoraAdapterSettings Settings, LoraInitialization Initialization);
 
-/// <summary>kohya's and the seed's target rules over <see cref="AdaptableModels"/>.</summary>
+/// <summary>kohya's and the attention preset's target rules over <see cref="AdaptableModels"/>.</summary>
 internal static class LoraTargetRules
 {
     public static readonly string[] AttentionProjections = { "to_q", "to_k", "to_v", "to_out.0" };
 
-    /// <summary>Every module the options select: the UNet's first (in the seed's order for the attention preset), then the text encoder's.</summary>
+    /// <summary>Every module the options select: the UNet's first (in diffusers' attn_processors order for the attention preset), then the text encoder's.</summary>
     public static IReadOnlyList<LoraTarget> Select(AdaptableModels models, LoraNetworkOptions options)
     {
         var targets = new List<LoraTarget>();

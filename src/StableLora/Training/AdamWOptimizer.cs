@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace StableLora.Training;
 
 /// <summary>
-/// AdamW with the arithmetic of PyTorch's single-tensor implementation (torch 1.13, the seed's optimizer), on a fixed
+/// AdamW with the arithmetic of PyTorch's single-tensor implementation (torch 1.13's torch.optim.AdamW), on a fixed
 /// list of named parameters. Its state (step and both moments per parameter) is explicit so that checkpoints can save
 /// and restore it exactly.
 /// </summary>
@@ -265,7 +265,7 @@ internal sealed class AdamWOptimizer : ILoraOptimizer
     }
 }
 
-/// <summary>AdamW's hyper-parameters; the defaults are the seed's (and diffusers' training scripts').</summary>
+/// <summary>AdamW's hyper-parameters; the defaults are diffusers' training scripts'.</summary>
 internal sealed record AdamWSettings(double Beta1 = 0.9, double Beta2 = 0.999, double WeightDecay = 1e-2, double Eps = 1e-8);
 
 /// <summary>diffusers' <c>get_cosine_schedule_with_warmup</c> (one half-cosine): the learning-rate multiplier after <c>step</c> scheduler steps.</summary>

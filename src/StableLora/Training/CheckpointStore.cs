@@ -281,7 +281,7 @@ internal sealed class LoadedCheckpoint(string directory, TrainerState state, Saf
 
     /// <summary>
     /// A LoRA parameter by its name (<c>unet.&lt;path&gt;.lora_down.weight</c>); checkpoints written before LoRA lived on
-    /// the layers named the seed's attention parameters by processor (<c>&lt;path&gt;.processor.to_q_lora.down.weight</c>),
+    /// the layers named the attention-processor format's parameters by processor (<c>&lt;path&gt;.processor.to_q_lora.down.weight</c>),
     /// which is read too.
     /// </summary>
     public Tensor? ReadLoraParameter(string name) => Read(loraPrefix + name) ?? (LegacyName(name) is { } legacy ? Read(loraPrefix + legacy) : null);

@@ -12,7 +12,7 @@ namespace StableLora.Training;
 /// <param name="MinSnrGamma">min-SNR-gamma weighting, or null.</param>
 /// <param name="MaxGradNorm">Gradient clipping norm (0: off).</param>
 /// <param name="IpNoiseGamma">sd-scripts' input perturbation noise strength, or null.</param>
-/// <param name="Loss">The loss type and sd-scripts' loss weightings; null: the seed's MSE.</param>
+/// <param name="Loss">The loss type and sd-scripts' loss weightings; null: the plain MSE.</param>
 internal sealed record LoraStepSettings(double NoiseOffset, double? MinSnrGamma, double MaxGradNorm, double? IpNoiseGamma = null, LossSettings? Loss = null);
 
 /// <summary>What an update did.</summary>
@@ -29,7 +29,7 @@ internal enum UpdateOutcome
 
 /// <summary>
 /// The arithmetic of one training step, shared by the training loop and the benchmarks: latents from the VAE's
-/// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 loss (the seed's MSE, optionally
+/// distribution, DDPM noising at random timesteps, the UNet prediction, the float32 loss (MSE by default, optionally
 /// min-SNR-weighted, or sd-scripts' loss settings), backward; then unscaling (fp16), clipping and the optimizer (AdamW by default) on the LoRA
 /// parameters.
 /// </summary>

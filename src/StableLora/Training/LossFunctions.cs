@@ -22,7 +22,7 @@ internal sealed record LossSettings(
 
     public static LossSettings Default { get; } = new();
 
-    /// <summary>The seed's loss: the mean squared error, nothing added (min-SNR-gamma aside).</summary>
+    /// <summary>The default loss: the mean squared error, nothing added (min-SNR-gamma aside).</summary>
     public bool IsPlainMse => Type == LossType.L2 && !DebiasedEstimation && VPredLikeLoss is null;
 
     public static LossSettings For(LoraTrainingOptions options) => new(
@@ -49,7 +49,7 @@ internal sealed record LossSettings(
 }
 
 /// <summary>
-/// The training loss in float32. The seed's path is <see cref="Mse"/> (optionally min-SNR-gamma weighted, as diffusers'
+/// The training loss in float32. The default path is <see cref="Mse"/> (optionally min-SNR-gamma weighted, as diffusers'
 /// training scripts compute it); <see cref="Compute"/> adds sd-scripts' settings with sd-scripts' arithmetic
 /// (train_network.py's <c>process_batch</c> and <c>post_process_loss</c>): the element-wise loss
 /// (<c>conditional_loss</c>, with <c>get_huber_threshold_if_needed</c>), the mean over all but the batch dimension, then

@@ -16,9 +16,9 @@ namespace StableLora.Training;
 internal sealed partial class TrainingRun
 {
     /// <summary>
-    /// Writes the trained weights as <c>lora_kohya.safetensors</c> and, when the seed's format can hold the network,
+    /// Writes the trained weights as <c>lora_kohya.safetensors</c> and, when the attention-processor format can hold the network,
     /// <c>lora_weights.pt</c>; with an EMA, its weights as <c>lora_kohya-ema.safetensors</c> (and <c>lora_weights-ema.pt</c>)
-    /// too, or only those. A seed-format file left by an earlier run that this network cannot be written as is removed,
+    /// too, or only those. An attention-processor file left by an earlier run that this network cannot be written as is removed,
     /// so that it cannot be taken for this run's LoRA. Returns the main files: the EMA's when only they are written.
     /// </summary>
     private (string? Weights, string Kohya, string? EmaWeights, string? EmaKohya) SaveFinal(LoraNetwork network, TrainerState state, int imageCount, string? lastCheckpoint)

@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 namespace StableLora.Training;
 
 /// <summary>
-/// One training run, the seed's train.py as a loop: VAE-encode without grad (latent_dist.sample x scaling factor),
+/// One training run, diffusers' LoRA training loop: VAE-encode without grad (latent_dist.sample x scaling factor),
 /// DDPM noise at uniformly drawn timesteps, the caption through the text encoder (once per distinct caption when the
 /// text encoder is frozen; every step, with gradients, when it has LoRA too), the UNet with LoRA, MSE against the noise
 /// (or the velocity for v-prediction models; or sd-scripts' other losses and weightings), backward, AdamW on the LoRA only

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace StableLora.Training;
 
 /// <summary>
-/// Text embeddings by caption, computed once each (the seed's static caption is encoded a single time), with sd-scripts'
+/// Text embeddings by caption, computed once each (a single static caption is encoded a single time), with sd-scripts'
 /// <c>max_token_length</c> and <c>clip_skip</c> (<see cref="PromptChunks.KohyaConditioning"/>; 75 and 1 give the plain
 /// last hidden state of 77 tokens). The cache lives for one run, whose token length and CLIP skip are fixed, so the
 /// caption alone keys it.
