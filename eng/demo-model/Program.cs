@@ -56,7 +56,7 @@ var tokenizer = TokenizerFiles.BuiltIn.Load();
 Tensor conditioning;
 using (no_grad())
 {
-    var prompts = ShapeSketches.AllShapes.Select(ShapeSketches.Caption).Append("").ToList();
+    var prompts = ShapeSketches.BaseShapes.Select(ShapeSketches.Caption).Append("").ToList();
     conditioning = textEncoder.Forward(tokenizer.EncodeBatch(prompts)).LastHiddenState.detach();
 }
 
@@ -220,7 +220,7 @@ internal static class UnetTraining
         var optimizer = new AdamWOptimizer(parameters, new AdamWSettings());
         using var generator = new Generator(settings.Seed + 20, CPU);
         using var alphasCumprod = tensor(schedule.AlphasCumprod);
-        int shapes = ShapeSketches.AllShapes.Count;
+        int shapes = ShapeSketches.BaseShapes.Count;
         var clock = Stopwatch.StartNew();
         double running = 0;
         for (int step = 1; step <= settings.UnetSteps; step++)
@@ -261,7 +261,7 @@ internal static class DemoEvaluation
     {
         Directory.CreateDirectory(samples);
         using var generator = StableDiffusionGenerator.FromPretrained(model).WithScheduler(SchedulerKind.DpmSolverMultistep).WithDevice("cpu").Build();
-        foreach (var shape in ShapeSketches.AllShapes)
+        foreach (var shape in ShapeSketches.BaseShapes)
         {
             int recognized = 0;
             double f1 = 0;

@@ -15,7 +15,7 @@ namespace StableLora;
 public static class DemoPipeline
 {
     /// <summary>The prompts the demo model was trained on, one per shape.</summary>
-    public static IReadOnlyList<string> Prompts { get; } = Demo.ShapeSketches.AllShapes.Select(Demo.ShapeSketches.Caption).ToArray();
+    public static IReadOnlyList<string> Prompts { get; } = Demo.ShapeSketches.BaseShapes.Select(Demo.ShapeSketches.Caption).ToArray();
 
     /// <summary>The side of the images it was trained on and draws by default, in pixels.</summary>
     public const int ImageSize = 64;

@@ -2,13 +2,16 @@ using StableLora.Data;
 
 namespace StableLora.Demo;
 
-/// <summary>The four shapes the demo model draws.</summary>
+/// <summary>The demo's shapes: the four the base demo model draws, and the diamond its demo LoRA teaches.</summary>
 internal enum Shape
 {
     Circle,
     Square,
     Triangle,
     Star,
+
+    /// <summary>A square standing on a corner (turned 45 degrees); the base model never saw one, nor the word.</summary>
+    Diamond,
 }
 
 /// <summary>Where a shape sits on the canvas: its centre and radius (the circumscribed circle) in pixels.</summary>
@@ -16,24 +19,30 @@ internal readonly record struct ShapePlacement(float CenterX, float CenterY, flo
 
 /// <summary>
 /// The demo's procedural dataset: one outlined shape (circle, square, triangle or star) in ink on paper white, near
-/// the centre of a square canvas, captioned "a sketch of a circle" and so on. The base demo model is trained on
-/// black ink; the demo LoRA teaches red ink. Everything is a pure function of the seed, the index and the size.
+/// the centre of a square canvas, captioned "a sketch of a circle" and so on. The base demo model is trained on those
+/// four; the demo LoRA teaches a fifth, "a sketch of a diamond". Everything is a pure function of the seed, the index
+/// and the size.
 /// </summary>
 internal static class ShapeSketches
 {
+    /// <summary>The shapes the base demo model was trained on, in the order its dataset takes them.</summary>
+    public static readonly IReadOnlyList<Shape> BaseShapes = [Shape.Circle, Shape.Square, Shape.Triangle, Shape.Star];
+
+    /// <summary>Every shape, the templates <see cref="ShapeScores.Recognize"/> matches against.</summary>
     public static readonly IReadOnlyList<Shape> AllShapes = Enum.GetValues<Shape>();
 
-    public static readonly (byte R, byte G, byte B) BlackInk = (20, 20, 24);
+    /// <summary>The shape the demo LoRA teaches.</summary>
+    public const Shape LoraShape = Shape.Diamond;
 
-    public static readonly (byte R, byte G, byte B) RedInk = (205, 28, 32);
+    public static readonly (byte R, byte G, byte B) BlackInk = (20, 20, 24);
 
     /// <summary>The stroke width on a 64-pixel canvas; it scales with the canvas.</summary>
     private const float StrokeWidthAt64 = 3.5f;
 
     public static string Caption(Shape shape) => $"a sketch of a {shape.ToString().ToLowerInvariant()}";
 
-    /// <summary>The shape of the <paramref name="index"/>-th image (the shapes take turns, so any run of four has each once).</summary>
-    public static Shape ShapeOf(int index) => AllShapes[index % AllShapes.Count];
+    /// <summary>The shape of the <paramref name="index"/>-th base image (the base shapes take turns, so any run of four has each once).</summary>
+    public static Shape ShapeOf(int index) => BaseShapes[index % BaseShapes.Count];
 
     /// <summary>The placement of the <paramref name="index"/>-th image: centre within ±8% of the middle, radius 25% to 34% of the side.</summary>
     public static ShapePlacement PlacementOf(int index, int size, int seed)
@@ -73,17 +82,21 @@ internal static class ShapeSketches
         return new RgbImage(size, size, pixels);
     }
 
-    /// <summary>Writes the first <paramref name="count"/> images as PNGs with same-named caption files; returns the image paths.</summary>
-    public static IReadOnlyList<string> WriteDataset(string directory, int count, int size, int seed, (byte R, byte G, byte B) ink)
+    /// <summary>
+    /// Writes <paramref name="count"/> black-ink sketches as PNGs with same-named caption files: all of
+    /// <paramref name="shape"/>, or the base shapes taking turns when it is null. Returns the image paths.
+    /// </summary>
+    public static IReadOnlyList<string> WriteDataset(string directory, int count, int size, int seed, Shape? shape = null)
     {
         Directory.CreateDirectory(directory);
         var files = new List<string>(count);
         for (int i = 0; i < count; i++)
         {
-            string path = Path.Combine(directory, $"{ShapeOf(i).ToString().ToLowerInvariant()}-{i:D3}.png");
-            using (var image = Draw(i, size, seed, ink).ToImageSharp())
+            var drawn = shape ?? ShapeOf(i);
+            string path = Path.Combine(directory, $"{drawn.ToString().ToLowerInvariant()}-{i:D3}.png");
+            using (var image = Draw(drawn, PlacementOf(i, size, seed), size, BlackInk).ToImageSharp())
                 SixLabors.ImageSharp.ImageExtensions.SaveAsPng(image, path);
-            File.WriteAllText(Path.ChangeExtension(path, ".txt"), Caption(ShapeOf(i)));
+            File.WriteAllText(Path.ChangeExtension(path, ".txt"), Caption(drawn));
             files.Add(path);
         }
 
@@ -100,6 +113,7 @@ internal static class ShapeSketches
         {
             Shape.Circle => [],
             Shape.Square => Enumerable.Range(0, 4).Select(k => Polar(r, 45 + 90 * k)).ToArray(),
+            Shape.Diamond => Enumerable.Range(0, 4).Select(k => Polar(r, 90 * k)).ToArray(),
             Shape.Triangle => Enumerable.Range(0, 3).Select(k => Polar(r, -90 + 120 * k)).ToArray(),
             Shape.Star => Enumerable.Range(0, 10).Select(k => Polar(k % 2 == 0 ? r : r * 0.45f, -90 + 36 * k)).ToArray(),
             _ => throw new ArgumentOutOfRangeException(nameof(shape)),
