@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Proves the NuGet package is consumable: a throwaway console app restores StableLora from a local folder (plus the
 # public feed for its dependencies), trains a 3-step LoRA on the tiny fixture model and generates an image with it.
+# The same app compiles every C# sample of README.md (eng/readme-samples.awk) against the package and runs those that
+# use the built-in demo model, which need nothing downloaded.
 # Usage: eng/package-smoke-test.sh <folder with StableLora.<version>.nupkg> <version>
 set -euo pipefail
 packages=$(realpath "$1")
@@ -48,7 +50,22 @@ TrainingResult result = await trainer.TrainAsync();
 using var generator = StableDiffusionGenerator.FromPretrained(model).WithLora(result.LoraPath).WithDevice("cpu").Build();
 using var images = generator.Generate("a sketch", new GenerationOptions { Steps = 2, Seed = 1 });
 Console.WriteLine($"package smoke test OK: {result.StepsCompleted} steps, image {images.SaveAll(Path.Combine(work, "images"))[0]}");
+
+Directory.CreateDirectory(Path.Combine(work, "readme"));
+Directory.SetCurrentDirectory(Path.Combine(work, "readme"));
+foreach (var (name, runsOnCpu, run) in ReadmeSamples.All.Samples)
+{
+    if (!runsOnCpu)
+    {
+        Console.WriteLine($"{name}: compiles (it needs a real model, so it is not run)");
+        continue;
+    }
+
+    await run();
+    Console.WriteLine($"{name}: compiles and runs");
+}
 CS
+awk -v out="$work" -f "$repo/eng/readme-samples.awk" "$repo/README.md"
 # The app sits outside the repo, so the repo's Directory.*.props do not apply: it is a plain consumer.
 cd "$work"
 dotnet run -c Release -- "$repo/tests/StableLora.Tests/Fixtures/tiny-sd/pipeline" "$work/run"
