@@ -4,9 +4,10 @@ using System.Text.Json;
 namespace StableLora.Configuration;
 
 /// <summary>
-/// Typed access to a diffusers/transformers <c>config.json</c>. Missing keys and JSON nulls take the default the
-/// reference code uses; a value of the wrong type, or one the port does not implement, is a
-/// <see cref="ModelConfigException"/> naming the file, key and value.
+/// Typed access to a diffusers/transformers <c>config.json</c> or <c>scheduler_config.json</c>: the one reader of model
+/// configs. Missing keys and JSON nulls take the default the reference code uses (or null, from the nullable reads); a
+/// value of the wrong type, or one the port does not implement, is a <see cref="ModelConfigException"/> naming the file,
+/// key and value. Python's bare <c>NaN</c> and <c>Infinity</c> literals are accepted as numbers.
 /// </summary>
 internal sealed class ConfigReader
 {
@@ -21,32 +22,35 @@ internal sealed class ConfigReader
     /// <summary>The file (or description) the config came from.</summary>
     public string Source { get; }
 
-    public static ConfigReader FromFile(string path)
+    /// <param name="path">The config file.</param>
+    /// <param name="what">What the file is, for messages ("config", "scheduler config").</param>
+    public static ConfigReader FromFile(string path, string what = "config")
     {
         if (!File.Exists(path))
-            throw new InvalidModelFileException(path, null, "the config file does not exist");
+            throw new InvalidModelFileException(path, null, $"the {what} file does not exist");
         try
         {
-            return FromJson(File.ReadAllText(path), path);
+            return FromJson(File.ReadAllText(path), path, what);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new InvalidModelFileException(path, null, $"cannot read the config: {e.Message}", e);
+            throw new InvalidModelFileException(path, null, $"cannot read the {what}: {e.Message}", e);
         }
     }
 
-    public static ConfigReader FromJson(string json, string source)
+    public static ConfigReader FromJson(string json, string source, string what = "config")
     {
         try
         {
-            using var document = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            using var document = JsonDocument.Parse(PythonJson.QuoteNonFiniteLiterals(json),
+                new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             if (document.RootElement.ValueKind != JsonValueKind.Object)
-                throw new InvalidModelFileException(source, null, "the config is not a JSON object");
+                throw new InvalidModelFileException(source, null, $"the {what} is not a JSON object");
             return new ConfigReader(source, document.RootElement.Clone());
         }
         catch (JsonException e)
         {
-            throw new InvalidModelFileException(source, null, $"the config is not valid JSON: {e.Message}", e);
+            throw new InvalidModelFileException(source, null, $"the {what} is not valid JSON: {e.Message}", e);
         }
     }
 
@@ -59,6 +63,21 @@ internal sealed class ConfigReader
     public int? NullableInt(string key) => TryGet(key, out var value) ? ReadInt(key, value) : null;
 
     public double Double(string key, double fallback) => TryGet(key, out var value) ? ReadDouble(key, value) : fallback;
+
+    public double? NullableDouble(string key) => TryGet(key, out var value) ? ReadDouble(key, value) : null;
+
+    public bool? NullableBool(string key) => Has(key) ? Bool(key, false) : null;
+
+    public string? NullableString(string key) => String(key, null);
+
+    public IReadOnlyList<double>? NullableDoubleList(string key)
+    {
+        if (!TryGet(key, out var value))
+            return null;
+        if (value.ValueKind != JsonValueKind.Array)
+            throw Invalid(key, "expected a list of numbers");
+        return value.EnumerateArray().Select(v => ReadDouble(key, v)).ToArray();
+    }
 
     public bool Bool(string key, bool fallback)
     {
@@ -140,7 +159,7 @@ internal sealed class ConfigReader
     {
         if (value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double d) && d == Math.Floor(d) && d is >= int.MinValue and <= int.MaxValue)
             return (int)d;
-        throw Invalid(key, "expected an integer");
+        throw new ModelConfigException(Source, key, value.GetRawText(), "expected an integer");
     }
 
     private double ReadDouble(string key, JsonElement value)
@@ -149,6 +168,8 @@ internal sealed class ConfigReader
             return value.GetDouble();
         if (value.ValueKind == JsonValueKind.String && double.TryParse(value.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out double parsed))
             return parsed;
-        throw Invalid(key, "expected a number");
+        if (value.ValueKind == JsonValueKind.String && PythonJson.TryParseNonFinite(value.GetString(), out double special))
+            return special;
+        throw new ModelConfigException(Source, key, value.GetRawText(), "expected a number");
     }
 }

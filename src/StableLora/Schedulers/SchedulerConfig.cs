@@ -1,3 +1,4 @@
+using StableLora.Configuration;
 using System.Text.Json;
 
 namespace StableLora.Schedulers;
@@ -41,69 +42,40 @@ internal sealed record SchedulerConfig
     public double? LambdaMinClipped { get; init; }
 
     /// <summary>Reads a <c>scheduler_config.json</c>.</summary>
-    public static SchedulerConfig FromFile(string path)
-    {
-        string json;
-        try
-        {
-            json = File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidModelFileException(path, null, $"cannot read the scheduler config: {e.Message}", e);
-        }
-        return FromJson(json, path);
-    }
+    public static SchedulerConfig FromFile(string path) => From(ConfigReader.FromFile(path, What));
 
     /// <summary>Parses scheduler config JSON; <paramref name="sourceName"/> names it in error messages.</summary>
-    public static SchedulerConfig FromJson(string json, string sourceName)
-    {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(
-                PythonJson.QuoteNonFiniteLiterals(json),
-                new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidModelFileException(sourceName, null, $"the scheduler config is not valid JSON: {e.Message}", e);
-        }
+    public static SchedulerConfig FromJson(string json, string sourceName) => From(ConfigReader.FromJson(json, sourceName, What));
 
-        using (document)
-        {
-            if (document.RootElement.ValueKind != JsonValueKind.Object)
-                throw new InvalidModelFileException(sourceName, null, "the scheduler config is not a JSON object");
-            var keys = new JsonKeys(document.RootElement, sourceName);
-            return new SchedulerConfig
-            {
-                Source = sourceName,
-                ClassName = keys.String("_class_name"),
-                NumTrainTimesteps = keys.Int("num_train_timesteps"),
-                BetaStart = keys.Double("beta_start"),
-                BetaEnd = keys.Double("beta_end"),
-                BetaSchedule = keys.String("beta_schedule"),
-                TrainedBetas = keys.DoubleList("trained_betas"),
-                StepsOffset = keys.Int("steps_offset"),
-                TimestepSpacing = keys.String("timestep_spacing"),
-                PredictionType = keys.String("prediction_type"),
-                ClipSample = keys.Bool("clip_sample"),
-                ClipSampleRange = keys.Double("clip_sample_range"),
-                SetAlphaToOne = keys.Bool("set_alpha_to_one"),
-                SkipPrkSteps = keys.Bool("skip_prk_steps"),
-                Thresholding = keys.Bool("thresholding"),
-                RescaleBetasZeroSnr = keys.Bool("rescale_betas_zero_snr"),
-                VarianceType = keys.String("variance_type"),
-                UseKarrasSigmas = keys.Bool("use_karras_sigmas"),
-                InterpolationType = keys.String("interpolation_type"),
-                SolverOrder = keys.Int("solver_order"),
-                AlgorithmType = keys.String("algorithm_type"),
-                SolverType = keys.String("solver_type"),
-                LowerOrderFinal = keys.Bool("lower_order_final"),
-                LambdaMinClipped = keys.Double("lambda_min_clipped"),
-            };
-        }
-    }
+    private const string What = "scheduler config";
+
+    private static SchedulerConfig From(ConfigReader keys) => new()
+    {
+        Source = keys.Source,
+        ClassName = keys.NullableString("_class_name"),
+        NumTrainTimesteps = keys.NullableInt("num_train_timesteps"),
+        BetaStart = keys.NullableDouble("beta_start"),
+        BetaEnd = keys.NullableDouble("beta_end"),
+        BetaSchedule = keys.NullableString("beta_schedule"),
+        TrainedBetas = keys.NullableDoubleList("trained_betas"),
+        StepsOffset = keys.NullableInt("steps_offset"),
+        TimestepSpacing = keys.NullableString("timestep_spacing"),
+        PredictionType = keys.NullableString("prediction_type"),
+        ClipSample = keys.NullableBool("clip_sample"),
+        ClipSampleRange = keys.NullableDouble("clip_sample_range"),
+        SetAlphaToOne = keys.NullableBool("set_alpha_to_one"),
+        SkipPrkSteps = keys.NullableBool("skip_prk_steps"),
+        Thresholding = keys.NullableBool("thresholding"),
+        RescaleBetasZeroSnr = keys.NullableBool("rescale_betas_zero_snr"),
+        VarianceType = keys.NullableString("variance_type"),
+        UseKarrasSigmas = keys.NullableBool("use_karras_sigmas"),
+        InterpolationType = keys.NullableString("interpolation_type"),
+        SolverOrder = keys.NullableInt("solver_order"),
+        AlgorithmType = keys.NullableString("algorithm_type"),
+        SolverType = keys.NullableString("solver_type"),
+        LowerOrderFinal = keys.NullableBool("lower_order_final"),
+        LambdaMinClipped = keys.NullableDouble("lambda_min_clipped"),
+    };
 
     /// <summary>The error for a value of <paramref name="key"/> that a scheduler does not support.</summary>
     public ModelConfigException Unsupported(string key, object? value, string message) =>

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace StableLora.Schedulers;
+namespace StableLora.Configuration;
 
 /// <summary>Python's <c>json</c> module writes NaN and ±infinity as bare literals, which strict JSON parsers refuse.</summary>
 internal static class PythonJson
