@@ -3,7 +3,7 @@
 # public feed for its dependencies), trains a 3-step LoRA on the tiny fixture model and generates an image with it.
 # The same app compiles every C# sample of README.md (eng/readme-samples.awk) against the package and runs those that
 # use the built-in demo model, which need nothing downloaded.
-# Usage: eng/package-smoke-test.sh <folder with StableLora.<version>.nupkg> <version>
+# Usage: eng/package-smoke-test.sh <folder with StableLora.<version>.nupkg and StableLora.Extensions.Hosting.<version>.nupkg> <version>
 set -euo pipefail
 packages=$(realpath "$1")
 version=$2
@@ -32,6 +32,8 @@ cat > "$work/Smoke.csproj" <<XML
   </PropertyGroup>
   <ItemGroup>
     <PackageReference Include="StableLora" Version="$version" />
+    <PackageReference Include="StableLora.Extensions.Hosting" Version="$version" />
+    <PackageReference Include="Microsoft.Extensions.Configuration" Version="8.0.0" />
     <PackageReference Include="libtorch-cpu-linux-x64" Version="2.10.0" />
   </ItemGroup>
 </Project>
